@@ -1,0 +1,321 @@
+"""Typed, frozen configuration records handed between pipeline stages.
+
+Binaries turn absl flags into these records; the library only ever sees the
+records, never FLAGS. `ModelConfig` is written to `<model_dir>/config.json`
+so that scoring and export never have to guess the architecture.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Optional, Tuple
+
+__all__ = [
+    "ModelConfig",
+    "DataConfig",
+    "TrainConfig",
+    "MappingConfig",
+    "EvalConfig",
+    "ConfigError",
+    "save_model_config",
+    "load_model_config",
+    "MODEL_CONFIG_FILE",
+]
+
+MODEL_CONFIG_FILE = "config.json"
+
+PRIORS = ("uniform", "normal")
+GAN_LOSSES = ("dcgan", "wgan_gp", "hinge")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message says how to fix it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of the DCGAN pair (everything needed to rebuild G and D).
+
+    Attributes:
+      image_size: Side of the square model input, a multiple of 16.
+      channels: Image channels (1 grayscale, 3 RGB).
+      latent_dim: Dimension of z (the paper uses 100).
+      base_filters: Width of the first D conv layer; G and D use
+        (8, 4, 2, 1) x base_filters. The paper's 64 gives 512-256-128-64.
+      feature_layer: Which D conv block (1..4) provides f(x) for the
+        discrimination loss; 4 (the last block) as in the paper.
+      prior: Latent prior, "uniform" on [-1, 1] (DCGAN) or "normal".
+      spectral_norm: Spectral normalisation of D's conv and dense kernels.
+      gan_loss: Training objective, "dcgan" (the paper), "wgan_gp" or "hinge".
+    """
+
+    image_size: int = 64
+    channels: int = 1
+    latent_dim: int = 100
+    base_filters: int = 64
+    feature_layer: int = 4
+    prior: str = "uniform"
+    spectral_norm: bool = False
+    gan_loss: str = "dcgan"
+
+    def __post_init__(self):
+        if self.image_size < 16 or self.image_size % 16:
+            raise ConfigError(
+                f"image_size must be a multiple of 16 (32, 64, 128), got "
+                f"{self.image_size}. Pass --image_size=64 (the paper) or 32.")
+        if self.channels not in (1, 3):
+            raise ConfigError(
+                f"channels must be 1 (grayscale) or 3 (RGB), got {self.channels}.")
+        if self.latent_dim < 1:
+            raise ConfigError(f"latent_dim must be >= 1, got {self.latent_dim}.")
+        if self.base_filters < 1:
+            raise ConfigError(
+                f"base_filters must be >= 1, got {self.base_filters}.")
+        if self.feature_layer not in (1, 2, 3, 4):
+            raise ConfigError(
+                f"feature_layer must name a D conv block 1..4 (4 is the last, as "
+                f"in the paper), got {self.feature_layer}.")
+        if self.prior not in PRIORS:
+            raise ConfigError(f"prior must be one of {PRIORS}, got {self.prior!r}.")
+        if self.gan_loss not in GAN_LOSSES:
+            raise ConfigError(
+                f"gan_loss must be one of {GAN_LOSSES}, got {self.gan_loss!r}.")
+
+    @property
+    def image_shape(self) -> Tuple[int, int, int]:
+        return (self.image_size, self.image_size, self.channels)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where images come from and how they are cut into model inputs.
+
+    Attributes:
+      dataset: "synthetic_oct", "digits", "folder" (a plain folder, or the
+        MVTec AD layout when `train/good` exists), "npy" (.npy/.npz) or
+        "tfrecord".
+      data_path: File or folder for the file-based datasets.
+      channels: Channels after conversion (1 or 3).
+      image_size: Model input side; patches are resized to it if
+        `patch_size` differs.
+      patch_size: Side of the patches cut from full images (0: image_size).
+      patch_stride: Stride between patches (0: patch_size // 2).
+      roi: "none", or "retina" to keep only patches inside the bright
+        retina band found by intensity.
+      roi_min_coverage: Fraction of a patch that must lie in the ROI.
+      resize: Optional (height, width) every full image is resized to.
+      normal_class: The normal class of `digits`.
+      skip_bad_files: Skip (and count) unreadable files instead of failing.
+      seed: Seed of every random choice in the data (splits, synthesis).
+      oct_height, oct_width: Size of the synthetic B-scans.
+      oct_num_train: Number of normal synthetic training B-scans.
+      oct_num_test: Number of synthetic test B-scans.
+      oct_anomaly_fraction: Fraction of anomalous test B-scans.
+    """
+
+    dataset: str = "synthetic_oct"
+    data_path: Optional[str] = None
+    channels: int = 1
+    image_size: int = 64
+    patch_size: int = 0
+    patch_stride: int = 0
+    roi: str = "none"
+    roi_min_coverage: float = 0.5
+    resize: Optional[Tuple[int, int]] = None
+    normal_class: int = 0
+    skip_bad_files: bool = False
+    seed: int = 0
+    oct_height: int = 128
+    oct_width: int = 128
+    oct_num_train: int = 200
+    oct_num_test: int = 64
+    oct_anomaly_fraction: float = 0.5
+
+    @property
+    def effective_patch_size(self) -> int:
+        return self.patch_size or self.image_size
+
+    @property
+    def effective_patch_stride(self) -> int:
+        return self.patch_stride or max(1, self.effective_patch_size // 2)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """GAN training schedule.
+
+    Attributes:
+      model_dir: Output folder (see DESIGN.md for its layout).
+      batch_size: Images per step.
+      epochs: Total epochs; re-running with a larger value resumes.
+      steps_per_epoch: Steps per epoch (0: one pass over the data).
+      g_lr, d_lr: Adam learning rates (the paper's DCGAN: 2e-4).
+      beta_1, beta_2: Adam moments (DCGAN: 0.5, 0.999).
+      n_critic: D updates per G update (WGAN-GP uses 5).
+      gp_weight: Gradient-penalty weight for wgan_gp.
+      jit_compile: XLA for train_step; always explicit.
+      seed: Seed of the model's SeedGenerator and weight init.
+      sample_every: Write a sample grid every this many epochs.
+      divergence_threshold: Stop when a loss exceeds it (or is NaN/Inf).
+    """
+
+    model_dir: str
+    batch_size: int = 64
+    epochs: int = 10
+    steps_per_epoch: int = 0
+    g_lr: float = 2e-4
+    d_lr: float = 2e-4
+    beta_1: float = 0.5
+    beta_2: float = 0.999
+    n_critic: int = 1
+    gp_weight: float = 10.0
+    jit_compile: bool = False
+    seed: int = 0
+    sample_every: int = 1
+    divergence_threshold: float = 1e4
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}.")
+        if self.epochs < 1:
+            raise ConfigError(f"epochs must be >= 1, got {self.epochs}.")
+        if self.steps_per_epoch < 0:
+            raise ConfigError(
+                f"steps_per_epoch must be >= 0 (0: one pass), got "
+                f"{self.steps_per_epoch}.")
+        if self.n_critic < 1:
+            raise ConfigError(f"n_critic must be >= 1, got {self.n_critic}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class MappingConfig:
+    """Latent mapping z* = argmin_z (1-lambda) L_R + lambda L_D (paper, eq. 3-5).
+
+    Attributes:
+      steps: Gradient steps Gamma (the paper: 500).
+      lr: Adam learning rate on z.
+      beta_1, beta_2, epsilon: Adam constants.
+      lambda_weight: lambda in (1-lambda) L_R + lambda L_D (the paper: 0.1).
+      batch_size: Fixed mapping batch; the last batch is padded and masked.
+      restarts: Independent initialisations; the lowest final loss wins.
+      seed: Global seed mixed with each image's content fingerprint.
+      discrimination_loss: "feature" (feature matching, the paper) or
+        "bce" (sigmoid cross-entropy on D(G(z)), the reference variant).
+      score: Which value fills `anomaly_score`: "anogan" (A(x)), "residual",
+        "feature", "d_output" or "bce".
+      jit_compile: XLA for the mapping loop; always explicit.
+      mode: "iterative" (the paper); "encoder"/"hybrid" need an encoder.
+    """
+
+    steps: int = 500
+    lr: float = 0.05
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    epsilon: float = 1e-7
+    lambda_weight: float = 0.1
+    batch_size: int = 64
+    restarts: int = 1
+    seed: int = 0
+    discrimination_loss: str = "feature"
+    score: str = "anogan"
+    jit_compile: bool = True
+    mode: str = "iterative"
+
+    def __post_init__(self):
+        if self.steps < 0:
+            raise ConfigError(f"mapping steps must be >= 0, got {self.steps}.")
+        if not 0.0 <= self.lambda_weight <= 1.0:
+            raise ConfigError(
+                f"lambda_weight must lie in [0, 1] (the paper: 0.1), got "
+                f"{self.lambda_weight}.")
+        if self.batch_size < 1:
+            raise ConfigError(
+                f"mapping_batch_size must be >= 1, got {self.batch_size}.")
+        if self.restarts < 1:
+            raise ConfigError(f"restarts must be >= 1, got {self.restarts}.")
+        if self.discrimination_loss not in ("feature", "bce"):
+            raise ConfigError(
+                f"discrimination_loss must be 'feature' or 'bce', got "
+                f"{self.discrimination_loss!r}.")
+        if self.score not in ("anogan", "residual", "feature", "d_output", "bce"):
+            raise ConfigError(
+                f"score must be anogan|residual|feature|d_output|bce, got "
+                f"{self.score!r}.")
+        if self.mode not in ("iterative", "encoder", "hybrid"):
+            raise ConfigError(
+                f"mode must be iterative|encoder|hybrid, got {self.mode!r}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation and reporting.
+
+    Attributes:
+      output_dir: Where scores.csv, metrics.json and plots are written.
+      aggregate: Patch-to-image score aggregation: "max", "mean", "topk_mean".
+      topk: k for topk_mean.
+      threshold_rule: "percentile" of normal validation scores (default) or
+        "youden" (Youden's J on the labelled test data).
+      threshold_percentile: Percentile for the "percentile" rule.
+      num_test: Limit on test images (0: all).
+      max_map_images: Images shown in anomaly_maps.png.
+    """
+
+    output_dir: str
+    aggregate: str = "max"
+    topk: int = 3
+    threshold_rule: str = "percentile"
+    threshold_percentile: float = 95.0
+    num_test: int = 0
+    max_map_images: int = 8
+
+    def __post_init__(self):
+        if self.aggregate not in ("max", "mean", "topk_mean"):
+            raise ConfigError(
+                f"aggregate must be max|mean|topk_mean, got {self.aggregate!r}.")
+        if self.threshold_rule not in ("percentile", "youden"):
+            raise ConfigError(
+                f"threshold_rule must be 'percentile' or 'youden', got "
+                f"{self.threshold_rule!r}.")
+
+
+def save_model_config(config: ModelConfig, model_dir: str) -> str:
+    """Writes `config` as JSON to `<model_dir>/config.json`; returns the path."""
+    os.makedirs(model_dir, exist_ok=True)
+    path = os.path.join(model_dir, MODEL_CONFIG_FILE)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(dataclasses.asdict(config), f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+    return path
+
+
+def load_model_config(model_dir: str) -> ModelConfig:
+    """Reads `<model_dir>/config.json`.
+
+    Raises:
+      ConfigError: the file is missing or not a valid ModelConfig.
+    """
+    path = os.path.join(model_dir, MODEL_CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise ConfigError(
+            f"No {MODEL_CONFIG_FILE} in model_dir {model_dir!r}. Pass the folder "
+            f"that `anogan-train --model_dir=...` wrote, or train a model first.")
+    try:
+        with open(path) as f:
+            raw: Any = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(
+            f"{path} is not readable JSON ({e}). Re-train, or restore the file "
+            f"from the run's flags.cfg.") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a JSON object, got {type(raw).__name__}.")
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(
+            f"{path} has unknown keys {unknown}; it was written by a different "
+            f"anogan_tf version. Known keys: {sorted(known)}.")
+    return ModelConfig(**raw)

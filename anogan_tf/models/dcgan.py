@@ -1,0 +1,166 @@
+"""DCGAN Generator and Discriminator as in AnoGAN (Schlegl et al. 2017, sec. 2.1).
+
+Both follow Radford et al.'s DCGAN, which the paper uses unchanged:
+
+* Generator: z -> dense projection to (s/16, s/16, 8b) -> four fractionally
+  strided 5x5 convolutions with widths 4b, 2b, b and `channels`; BatchNorm and
+  ReLU between them and tanh at the output. With the paper's b = 64 the
+  feature maps are 512-256-128-64 wide.
+* Discriminator: four strided 5x5 convolutions of widths b, 2b, 4b, 8b with
+  LeakyReLU(0.2), BatchNorm on all but the first, then a dense logit. It
+  returns the logit and, for feature matching, the activations of one conv
+  block (the last by default, as in the paper).
+
+BatchNorm uses momentum 0.9 so that its moving statistics, which the frozen
+models use during latent mapping (`training=False`), settle within a few dozen
+steps even on short training runs.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import keras
+from keras import layers
+
+from anogan_tf.config import ModelConfig
+
+__all__ = ["Generator", "Discriminator", "build_models", "BN_MOMENTUM"]
+
+BN_MOMENTUM = 0.9
+_KERNEL = 5
+_WIDTHS = (8, 4, 2, 1)  # multiples of base_filters, coarse to fine in G
+
+
+def _init():
+    # DCGAN initialisation: N(0, 0.02).
+    return keras.initializers.RandomNormal(stddev=0.02)
+
+
+@keras.saving.register_keras_serializable(package="anogan_tf")
+class Generator(keras.Model):
+    """Maps latent codes z [N, latent_dim] to images [N, s, s, C] in [-1, 1]."""
+
+    def __init__(self, image_size: int = 64, channels: int = 1,
+                 latent_dim: int = 100, base_filters: int = 64, **kwargs):
+        super().__init__(**kwargs)
+        self.image_size = image_size
+        self.channels = channels
+        self.latent_dim = latent_dim
+        self.base_filters = base_filters
+        s0 = image_size // 16
+        b = base_filters
+        self.project = layers.Dense(s0 * s0 * _WIDTHS[0] * b, use_bias=False,
+                                    kernel_initializer=_init(), name="project")
+        self.reshape = layers.Reshape((s0, s0, _WIDTHS[0] * b))
+        self.project_bn = layers.BatchNormalization(momentum=BN_MOMENTUM,
+                                                    name="project_bn")
+        self.deconvs = []
+        self.bns = []
+        for i, w in enumerate(_WIDTHS[1:]):
+            self.deconvs.append(layers.Conv2DTranspose(
+                w * b, _KERNEL, strides=2, padding="same", use_bias=False,
+                kernel_initializer=_init(), name=f"deconv{i + 1}"))
+            self.bns.append(layers.BatchNormalization(momentum=BN_MOMENTUM,
+                                                      name=f"bn{i + 1}"))
+        self.to_image = layers.Conv2DTranspose(
+            channels, _KERNEL, strides=2, padding="same",
+            kernel_initializer=_init(), name="deconv4")
+
+    def build(self, input_shape):
+        # Run `call` once (not `self(...)`, which would re-enter build) so every
+        # layer creates its weights before a checkpoint is loaded into them.
+        self.call(keras.ops.zeros((1, self.latent_dim)))
+        self.built = True
+
+    def call(self, z, training=False):
+        h = self.reshape(self.project(z))
+        h = keras.ops.relu(self.project_bn(h, training=training))
+        for deconv, bn in zip(self.deconvs, self.bns):
+            h = keras.ops.relu(bn(deconv(h), training=training))
+        return keras.ops.tanh(self.to_image(h))
+
+    def get_config(self):
+        return {"image_size": self.image_size, "channels": self.channels,
+                "latent_dim": self.latent_dim,
+                "base_filters": self.base_filters, "name": self.name}
+
+
+@keras.saving.register_keras_serializable(package="anogan_tf")
+class Discriminator(keras.Model):
+    """Scores images [N, s, s, C]: `call` gives logits [N, 1].
+
+    `logits_and_features(x)` also returns f(x), the activations of conv block
+    `feature_layer` (1..4), used by the discrimination loss L_D.
+    """
+
+    def __init__(self, image_size: int = 64, channels: int = 1,
+                 base_filters: int = 64, feature_layer: int = 4,
+                 spectral_norm: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.image_size = image_size
+        self.channels = channels
+        self.base_filters = base_filters
+        self.feature_layer = feature_layer
+        self.spectral_norm = spectral_norm
+        self.convs = []
+        self.bns = []
+        for i, w in enumerate(reversed(_WIDTHS)):
+            conv = layers.Conv2D(w * base_filters, _KERNEL, strides=2,
+                                 padding="same", kernel_initializer=_init(),
+                                 name=f"conv{i + 1}")
+            if spectral_norm:
+                conv = layers.SpectralNormalization(conv, name=f"sn_conv{i + 1}")
+            self.convs.append(conv)
+            # No BN on the first block (DCGAN); none at all with spectral norm,
+            # which replaces it as the stabiliser.
+            self.bns.append(None if (i == 0 or spectral_norm) else
+                            layers.BatchNormalization(momentum=BN_MOMENTUM,
+                                                      name=f"bn{i + 1}"))
+        self.flatten = layers.Flatten()
+        dense = layers.Dense(1, kernel_initializer=_init(), name="logit")
+        self.logit = (layers.SpectralNormalization(dense, name="sn_logit")
+                      if spectral_norm else dense)
+
+    def build(self, input_shape):
+        self.call(keras.ops.zeros((1, self.image_size, self.image_size,
+                                   self.channels)))
+        self.built = True
+
+    def logits_and_features(self, x, training=False) -> Tuple:
+        """Returns (logits [N, 1], f(x) [N, h, w, c] of block feature_layer)."""
+        h = x
+        features = None
+        for i, (conv, bn) in enumerate(zip(self.convs, self.bns)):
+            h = conv(h, training=training) if self.spectral_norm else conv(h)
+            if bn is not None:
+                h = bn(h, training=training)
+            h = keras.ops.leaky_relu(h, negative_slope=0.2)
+            if i + 1 == self.feature_layer:
+                features = h
+        return self.logit(self.flatten(h), training=training), features
+
+    def features(self, x, training=False):
+        """f(x): activations of conv block `feature_layer`."""
+        return self.logits_and_features(x, training=training)[1]
+
+    def call(self, x, training=False):
+        return self.logits_and_features(x, training=training)[0]
+
+    def get_config(self):
+        return {"image_size": self.image_size, "channels": self.channels,
+                "base_filters": self.base_filters,
+                "feature_layer": self.feature_layer,
+                "spectral_norm": self.spectral_norm, "name": self.name}
+
+
+def build_models(config: ModelConfig) -> Tuple[Generator, Discriminator]:
+    """Builds (and creates the weights of) G and D for `config`."""
+    g = Generator(config.image_size, config.channels, config.latent_dim,
+                  config.base_filters, name="generator")
+    d = Discriminator(config.image_size, config.channels, config.base_filters,
+                      config.feature_layer, config.spectral_norm,
+                      name="discriminator")
+    g.build((None, config.latent_dim))
+    d.build((None,) + config.image_shape)
+    return g, d
