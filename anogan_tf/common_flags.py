@@ -1,0 +1,255 @@
+"""Every absl flag of every anogan_tf binary, defined in one place.
+
+All flags are optional here; each binary marks the ones it needs as required
+(`flags.mark_flags_as_required`). The `*_config_from_flags` functions turn the
+parsed flags into the frozen records of `anogan_tf.config`; the library never
+reads FLAGS. Layering: defaults < `--flagfile=flags/*.cfg` < command line.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Optional, Tuple
+
+from absl import flags
+
+from anogan_tf import config as config_lib
+
+__all__ = [
+    "FLAGS",
+    "data_config_from_flags",
+    "model_config_from_flags",
+    "train_config_from_flags",
+    "mapping_config_from_flags",
+    "eval_config_from_flags",
+    "resolved_flags_text",
+    "model_config_for_scoring",
+]
+
+FLAGS = flags.FLAGS
+
+# --- data -----------------------------------------------------------------
+flags.DEFINE_enum("dataset", "synthetic_oct",
+                  ["synthetic_oct", "digits", "folder", "npy", "tfrecord"],
+                  "Image source. folder: a plain folder, or the MVTec AD layout "
+                  "when <data_path>/train/good exists; npy: a .npy or .npz file "
+                  "(key 'images', optional 'labels', 'masks', 'ids'); tfrecord: "
+                  "tf.train.Examples with an encoded 'image'.")
+flags.DEFINE_string("data_path", None,
+                    "File or folder for --dataset=folder|npy|tfrecord.")
+flags.DEFINE_integer("channels", 1, "Channels the images are converted to (1 or 3).")
+flags.DEFINE_integer("image_size", 64,
+                     "Model input side, a multiple of 16 (the paper: 64).")
+flags.DEFINE_integer("patch_size", 0,
+                     "Side of patches cut from full images (0: --image_size). "
+                     "Patches are resized to --image_size if they differ.")
+flags.DEFINE_integer("patch_stride", 0, "Patch stride (0: patch_size // 2).")
+flags.DEFINE_enum("roi", "none", ["none", "retina"],
+                  "Keep only patches in a region of interest; 'retina' finds "
+                  "the bright retina band of OCT B-scans by intensity.")
+flags.DEFINE_float("roi_min_coverage", 0.5,
+                   "Fraction of a patch that must lie inside the ROI.")
+flags.DEFINE_list("resize", None,
+                  "Resize every full image to H,W (e.g. 256,256). Needed when a "
+                  "folder holds images of mixed sizes.")
+flags.DEFINE_integer("normal_class", 0, "The normal class of --dataset=digits.")
+flags.DEFINE_boolean("skip_bad_files", False,
+                     "Skip unreadable or corrupt image files (and log a count) "
+                     "instead of stopping with an error.")
+flags.DEFINE_integer("seed", 0, "Seed of data splits, synthesis, weight init, "
+                     "training draws and the mapping's initial z.")
+flags.DEFINE_integer("oct_height", 128, "Height of synthetic_oct B-scans.")
+flags.DEFINE_integer("oct_width", 128, "Width of synthetic_oct B-scans.")
+flags.DEFINE_integer("oct_num_train", 200, "Normal synthetic_oct training B-scans.")
+flags.DEFINE_integer("oct_num_test", 64, "synthetic_oct test B-scans.")
+flags.DEFINE_float("oct_anomaly_fraction", 0.5,
+                   "Fraction of synthetic_oct test B-scans with anomalies.")
+
+# --- model ----------------------------------------------------------------
+flags.DEFINE_integer("latent_dim", 100, "Size of z (the paper: 100).")
+flags.DEFINE_integer("base_filters", 64,
+                     "Base width b: G and D use 8b-4b-2b-b (the paper: 64).")
+flags.DEFINE_integer("feature_layer", 4,
+                     "D conv block (1..4) that gives f(x) for L_D; 4 = last, "
+                     "as in the paper.")
+flags.DEFINE_enum("prior", "uniform", ["uniform", "normal"],
+                  "Latent prior: uniform on [-1, 1] (DCGAN) or N(0, I).")
+flags.DEFINE_boolean("spectral_norm", False,
+                     "Spectral normalisation in D (replaces D's BatchNorm).")
+flags.DEFINE_enum("gan_loss", "dcgan", ["dcgan", "wgan_gp", "hinge"],
+                  "GAN objective: dcgan (the paper's minimax, non-saturating G "
+                  "loss), wgan_gp or hinge.")
+
+# --- training ---------------------------------------------------------------
+flags.DEFINE_string("model_dir", None, "Model dir (config.json, flags.cfg, "
+                    "generator.keras, discriminator.keras, checkpoints/, "
+                    "samples/, logs/).")
+flags.DEFINE_enum("stage", "gan", ["gan", "encoder"],
+                  "What anogan-train trains: the GAN, or (later) the f-AnoGAN "
+                  "encoder for a trained GAN.")
+flags.DEFINE_integer("batch_size", 64, "Training batch size.")
+flags.DEFINE_integer("epochs", 10, "Total epochs; a larger value resumes.")
+flags.DEFINE_integer("steps_per_epoch", 0,
+                     "Steps per epoch (0: one pass over the training patches).")
+flags.DEFINE_float("g_lr", 2e-4, "Generator Adam learning rate (DCGAN: 2e-4).")
+flags.DEFINE_float("d_lr", 2e-4, "Discriminator Adam learning rate.")
+flags.DEFINE_float("beta_1", 0.5, "Adam beta_1 for training (DCGAN: 0.5).")
+flags.DEFINE_float("beta_2", 0.999, "Adam beta_2 for training.")
+flags.DEFINE_integer("n_critic", 1, "D updates per G update (wgan_gp: 5).")
+flags.DEFINE_float("gp_weight", 10.0, "WGAN-GP penalty weight.")
+flags.DEFINE_boolean("jit_compile", False,
+                     "XLA-compile train_step. Passed explicitly to compile(); "
+                     "on 2 CPU cores the un-jitted step was faster at demo size "
+                     "(see BENCHMARKS.md).")
+flags.DEFINE_integer("sample_every", 1, "Write a sample grid every N epochs.")
+flags.DEFINE_float("divergence_threshold", 1e4,
+                   "Stop with an error when a loss exceeds this or is NaN/Inf.")
+
+# --- mapping ----------------------------------------------------------------
+flags.DEFINE_integer("mapping_steps", 500, "Latent mapping steps Gamma (the paper: 500).")
+flags.DEFINE_float("mapping_lr", 0.05, "Adam learning rate on z (see the sweep "
+                   "in BENCHMARKS.md).")
+flags.DEFINE_float("mapping_beta_1", 0.9, "Adam beta_1 on z.")
+flags.DEFINE_float("mapping_beta_2", 0.999, "Adam beta_2 on z.")
+flags.DEFINE_float("lambda_weight", 0.1,
+                   "lambda in (1 - lambda) L_R + lambda L_D (the paper: 0.1).")
+flags.DEFINE_integer("mapping_batch_size", 64,
+                     "Fixed mapping batch; the last batch is padded and masked.")
+flags.DEFINE_integer("restarts", 1, "Initialisations per image; the lowest "
+                     "final mapping loss wins.")
+flags.DEFINE_enum("discrimination_loss", "feature", ["feature", "bce"],
+                  "L_D: feature matching on D's features (the paper) or sigmoid "
+                  "cross-entropy on D(G(z)) (the paper's reference variant).")
+flags.DEFINE_enum("score", "anogan",
+                  ["anogan", "residual", "feature", "d_output", "bce"],
+                  "What anomaly_score holds: A(x) (anogan), R(x) (residual), "
+                  "D(x) with feature matching (feature), 1 - D(x) on the query "
+                  "(d_output), or A(x) with the bce discrimination loss (bce).")
+flags.DEFINE_boolean("mapping_jit_compile", True,
+                     "XLA-compile the mapping loop (in-process).")
+flags.DEFINE_enum("mode", "iterative", ["iterative", "encoder", "hybrid"],
+                  "Mapping mode: iterative (the paper), encoder (f-AnoGAN one "
+                  "pass) or hybrid (encoder init + --mapping_steps).")
+
+# --- scoring / evaluation ---------------------------------------------------
+flags.DEFINE_string("output_dir", None, "Where scores, maps and reports go.")
+flags.DEFINE_list("inputs", None, "anogan-score input images: files, folders "
+                  "(and --data_path/--dataset also work).")
+flags.DEFINE_enum("aggregate", "max", ["max", "mean", "topk_mean"],
+                  "Patch -> image score aggregation.")
+flags.DEFINE_integer("topk", 3, "k for --aggregate=topk_mean.")
+flags.DEFINE_enum("threshold_rule", "percentile", ["percentile", "youden"],
+                  "percentile: a percentile of the scores of normal validation "
+                  "images (held out from training); youden: Youden's J on the "
+                  "labelled test data (optimistic).")
+flags.DEFINE_float("threshold_percentile", 95.0,
+                   "Percentile for --threshold_rule=percentile.")
+flags.DEFINE_integer("num_test", 0, "Limit on test images (0: all).")
+flags.DEFINE_boolean("save_maps", True, "Write per-image .npy maps and PNG overlays.")
+
+# --- export / serving ---------------------------------------------------------
+flags.DEFINE_string("export_dir", None, "Export base: versions go to <export_dir>/<N>/.")
+flags.DEFINE_integer("version", 0, "Export version (0: next integer).")
+flags.DEFINE_boolean("export_xla", False, "Also export XLA-compiled twins "
+                     "(*_xla) for in-process reuse; TF Serving uses the plain ones.")
+flags.DEFINE_string("server", None, "anogan-client: host:port of a TF Serving "
+                    "gRPC endpoint, or http://host:port for REST.")
+flags.DEFINE_string("model_name", "anogan", "anogan-client: served model name.")
+flags.DEFINE_string("signature_name", "serving_default", "anogan-client: signature.")
+flags.DEFINE_float("timeout", 60.0, "anogan-client: seconds per request.")
+
+
+def _resize() -> Optional[Tuple[int, int]]:
+    if not FLAGS.resize:
+        return None
+    try:
+        h, w = (int(v) for v in FLAGS.resize)
+    except ValueError as e:
+        raise config_lib.ConfigError(
+            f"--resize takes two integers H,W, got {FLAGS.resize}.") from e
+    return (h, w)
+
+
+def data_config_from_flags(image_size: Optional[int] = None,
+                           channels: Optional[int] = None) -> config_lib.DataConfig:
+    """DataConfig from flags; image_size/channels may come from the model."""
+    return config_lib.DataConfig(
+        dataset=FLAGS.dataset, data_path=FLAGS.data_path,
+        channels=channels or FLAGS.channels,
+        image_size=image_size or FLAGS.image_size,
+        patch_size=FLAGS.patch_size, patch_stride=FLAGS.patch_stride,
+        roi=FLAGS.roi, roi_min_coverage=FLAGS.roi_min_coverage,
+        resize=_resize(), normal_class=FLAGS.normal_class,
+        skip_bad_files=FLAGS.skip_bad_files, seed=FLAGS.seed,
+        oct_height=FLAGS.oct_height, oct_width=FLAGS.oct_width,
+        oct_num_train=FLAGS.oct_num_train, oct_num_test=FLAGS.oct_num_test,
+        oct_anomaly_fraction=FLAGS.oct_anomaly_fraction)
+
+
+def model_config_from_flags() -> config_lib.ModelConfig:
+    return config_lib.ModelConfig(
+        image_size=FLAGS.image_size, channels=FLAGS.channels,
+        latent_dim=FLAGS.latent_dim, base_filters=FLAGS.base_filters,
+        feature_layer=FLAGS.feature_layer, prior=FLAGS.prior,
+        spectral_norm=FLAGS.spectral_norm, gan_loss=FLAGS.gan_loss)
+
+
+def train_config_from_flags() -> config_lib.TrainConfig:
+    return config_lib.TrainConfig(
+        model_dir=FLAGS.model_dir, batch_size=FLAGS.batch_size,
+        epochs=FLAGS.epochs, steps_per_epoch=FLAGS.steps_per_epoch,
+        g_lr=FLAGS.g_lr, d_lr=FLAGS.d_lr, beta_1=FLAGS.beta_1,
+        beta_2=FLAGS.beta_2, n_critic=FLAGS.n_critic,
+        gp_weight=FLAGS.gp_weight, jit_compile=FLAGS.jit_compile,
+        seed=FLAGS.seed, sample_every=FLAGS.sample_every,
+        divergence_threshold=FLAGS.divergence_threshold)
+
+
+def mapping_config_from_flags() -> config_lib.MappingConfig:
+    score = FLAGS.score
+    discrimination = "bce" if score == "bce" else FLAGS.discrimination_loss
+    return config_lib.MappingConfig(
+        steps=FLAGS.mapping_steps, lr=FLAGS.mapping_lr,
+        beta_1=FLAGS.mapping_beta_1, beta_2=FLAGS.mapping_beta_2,
+        lambda_weight=FLAGS.lambda_weight,
+        batch_size=FLAGS.mapping_batch_size, restarts=FLAGS.restarts,
+        seed=FLAGS.seed, discrimination_loss=discrimination, score=score,
+        jit_compile=FLAGS.mapping_jit_compile, mode=FLAGS.mode)
+
+
+def eval_config_from_flags() -> config_lib.EvalConfig:
+    return config_lib.EvalConfig(
+        output_dir=FLAGS.output_dir, aggregate=FLAGS.aggregate,
+        topk=FLAGS.topk, threshold_rule=FLAGS.threshold_rule,
+        threshold_percentile=FLAGS.threshold_percentile,
+        num_test=FLAGS.num_test)
+
+
+def model_config_for_scoring(model_dir: str) -> config_lib.ModelConfig:
+    """Reads the model's config and checks explicit --image_size/--channels.
+
+    Raises:
+      ConfigError: an explicitly passed --image_size or --channels differs
+        from the trained model's.
+    """
+    model_config = config_lib.load_model_config(model_dir)
+    for name in ("image_size", "channels"):
+        if FLAGS[name].present and FLAGS[name].value != getattr(model_config, name):
+            raise config_lib.ConfigError(
+                f"--{name}={FLAGS[name].value} does not match the model in "
+                f"{model_dir} ({name}={getattr(model_config, name)}). Drop the "
+                f"flag (it is read from config.json) or use a matching model.")
+    return model_config
+
+
+def resolved_flags_text() -> str:
+    """The anogan_tf flags as a replayable flagfile (`--flagfile=...`)."""
+    module = FLAGS.find_module_defining_flag("dataset")
+    lines = []
+    for flag in FLAGS.get_flags_for_module(module):
+        if flag.value is None:
+            continue
+        lines.append(flag.serialize())
+    return "# Resolved anogan_tf flags; replay with --flagfile=<this file>.\n" + \
+        "\n".join(sorted(lines)) + "\n"

@@ -1,0 +1,186 @@
+"""The latent mapping's building blocks, shared by every mapper.
+
+One implementation of the maths: the in-process mapper (a trainable z
+variable in an XLA-compiled loop, `mapper.LatentMapper`) and the exported
+serving graph (z as loop state, `map_latents`) both use `initial_latents`,
+`mapping_objective`, `adam_update` and `final_outputs` from here, and a parity
+test holds them together.
+
+Initial z: each image draws its own z0 from the training prior with the
+stateless philox generator, seeded by (fingerprint of the image's 8-bit
+quantised content, global seed, restart index). A score therefore depends
+only on the image and the seed: not on its batchmates, the batch size, its
+position, or on whether XLA is used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict
+
+import tensorflow as tf
+
+from anogan_tf.mapping import losses
+
+__all__ = [
+    "MappingParams",
+    "image_seeds",
+    "initial_latents",
+    "mapping_objective",
+    "adam_update",
+    "project_to_prior",
+    "final_outputs",
+    "map_latents",
+    "OUTPUT_KEYS",
+]
+
+OUTPUT_KEYS = ("anomaly_score", "residual_score", "discrimination_score",
+               "residual_map", "reconstruction", "latent")
+
+
+@dataclasses.dataclass(frozen=True)
+class MappingParams:
+    """The constants of one mapping graph (fixed at trace / export time).
+
+    Attributes mirror `config.MappingConfig` plus the model's latent setup.
+    """
+
+    latent_dim: int
+    prior: str
+    steps: int
+    lr: float
+    beta_1: float
+    beta_2: float
+    epsilon: float
+    lambda_weight: float
+    discrimination_loss: str
+    score: str
+    seed: int
+
+    @classmethod
+    def create(cls, model_config, mapping_config) -> "MappingParams":
+        return cls(latent_dim=model_config.latent_dim, prior=model_config.prior,
+                   steps=mapping_config.steps, lr=mapping_config.lr,
+                   beta_1=mapping_config.beta_1, beta_2=mapping_config.beta_2,
+                   epsilon=mapping_config.epsilon,
+                   lambda_weight=mapping_config.lambda_weight,
+                   discrimination_loss=mapping_config.discrimination_loss,
+                   score=mapping_config.score, seed=mapping_config.seed)
+
+
+def image_seeds(x, seed: int, restart) -> tf.Tensor:
+    """Per-image philox seeds [N, 2] (int64) from each image's content.
+
+    The content is quantised to 8 bits first, so float32 inputs and uint8
+    inputs of the same picture (scaled either way) get the same seed.
+    """
+    q = tf.cast(tf.round((tf.clip_by_value(x, -1.0, 1.0) + 1.0) * 127.5),
+                tf.uint8)
+    fp = tf.bitcast(tf.fingerprint(q), tf.int64)  # [N, 8] uint8 -> [N]
+    stream = tf.cast(seed, tf.int64) * 1_000_003 + tf.cast(restart, tf.int64)
+    return tf.stack([fp, tf.fill(tf.shape(fp), stream)], axis=1)
+
+
+def initial_latents(x, params: MappingParams, restart=0) -> tf.Tensor:
+    """z0 [N, latent_dim] drawn from the prior with per-image seeds."""
+    seeds = image_seeds(x, params.seed, restart)
+    shape = [params.latent_dim]
+
+    def draw(s):
+        if params.prior == "uniform":
+            return tf.random.stateless_uniform(shape, s, -1.0, 1.0, alg="philox")
+        return tf.random.stateless_normal(shape, s, alg="philox")
+
+    return tf.map_fn(draw, seeds, fn_output_signature=tf.float32)
+
+
+def project_to_prior(z, prior: str):
+    """Keeps z inside a bounded prior's support (uniform: [-1, 1])."""
+    return tf.clip_by_value(z, -1.0, 1.0) if prior == "uniform" else z
+
+
+def mapping_objective(generator, discriminator, x, fx, z,
+                      params: MappingParams):
+    """Per-image mapping loss L(z) (eq. 5) with G and D frozen. Returns [N]."""
+    gz = generator(z, training=False)
+    logits, fgz = discriminator.logits_and_features(gz, training=False)
+    r = losses.residual_loss(x, gz)
+    if params.discrimination_loss == "bce":
+        d = losses.bce_discrimination_loss(logits)
+    else:
+        d = losses.feature_matching_loss(fx, fgz)
+    return losses.weighted_score(r, d, params.lambda_weight)
+
+
+def adam_update(z, grad, m, v, t, params: MappingParams):
+    """One Adam step on z (Kingma & Ba 2015), elementwise, t starting at 1.
+
+    Returns:
+      (z, m, v) after the step, z projected to the prior's support.
+    """
+    t = tf.cast(t, z.dtype)
+    m = params.beta_1 * m + (1.0 - params.beta_1) * grad
+    v = params.beta_2 * v + (1.0 - params.beta_2) * tf.square(grad)
+    m_hat = m / (1.0 - tf.pow(params.beta_1, t))
+    v_hat = v / (1.0 - tf.pow(params.beta_2, t))
+    z = z - params.lr * m_hat / (tf.sqrt(v_hat) + params.epsilon)
+    return project_to_prior(z, params.prior), m, v
+
+
+def final_outputs(generator, discriminator, x, fx, x_logits, z,
+                  params: MappingParams) -> Dict[str, tf.Tensor]:
+    """Scores and maps at z* (eq. 6) plus the mapping loss used by restarts."""
+    gz = generator(z, training=False)
+    logits, fgz = discriminator.logits_and_features(gz, training=False)
+    r = losses.residual_loss(x, gz)
+    if params.discrimination_loss == "bce":
+        d = losses.bce_discrimination_loss(logits)
+    else:
+        d = losses.feature_matching_loss(fx, fgz)
+    mapping_loss = losses.weighted_score(r, d, params.lambda_weight)
+    if params.score == "residual":
+        a = r
+    elif params.score == "feature":
+        a = d
+    elif params.score == "d_output":
+        a = losses.d_output_score(x_logits)
+    else:  # "anogan" and "bce" (bce sets the discrimination loss)
+        a = mapping_loss
+    return {
+        "anomaly_score": a,
+        "residual_score": r,
+        "discrimination_score": d,
+        "residual_map": losses.residual_map(x, gz),
+        "reconstruction": gz,
+        "latent": z,
+        "mapping_loss": mapping_loss,
+    }
+
+
+def map_latents(generator, discriminator, x, z0, params: MappingParams):
+    """Runs the mapping with z and Adam's moments as loop state.
+
+    No variable is shared between calls, so concurrent calls (TF Serving
+    requests) cannot interfere, and any batch size works. Used by the
+    exported signatures.
+
+    Returns:
+      The dict of `final_outputs`.
+    """
+    x_logits, fx = discriminator.logits_and_features(x, training=False)
+
+    def body(t, z, m, v):
+        with tf.GradientTape() as tape:
+            tape.watch(z)
+            total = tf.reduce_sum(
+                mapping_objective(generator, discriminator, x, fx, z, params))
+        grad = tape.gradient(total, z)
+        z, m, v = adam_update(z, grad, m, v, t, params)
+        return t + 1, z, m, v
+
+    # An explicit while_loop (not autograph) so the loop is a graph loop even
+    # where autograph is off, e.g. in functions Keras wraps for export.
+    _, z, _, _ = tf.while_loop(
+        lambda t, *_: t <= params.steps, body,
+        (tf.constant(1, tf.int32), z0, tf.zeros_like(z0), tf.zeros_like(z0)))
+    return final_outputs(generator, discriminator, x, fx, x_logits, z, params)

@@ -1,0 +1,161 @@
+"""The in-process latent mapper: a trainable z variable in one XLA loop.
+
+`LatentMapper` owns `z`, a `tf.Variable` of shape [batch_size, latent_dim],
+and runs the whole Gamma-step Adam loop on it in a single
+`tf.function(jit_compile=...)`. The batch size is fixed, so the function is
+traced and compiled once; the last batch of a dataset is padded and its pad
+rows are dropped. f(x) and D(x) are computed once per image, before the loop.
+
+Each row of z is one image's latent: the summed loss gives each row its own
+gradient and Adam is elementwise, so images never influence each other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Dict, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from anogan_tf.mapping import latent
+from anogan_tf.mapping.latent import MappingParams
+
+__all__ = ["MappingResult", "LatentMapper"]
+
+
+@dataclasses.dataclass(frozen=True)
+class MappingResult:
+    """Per-image mapping outputs (the ScoreBatch of DESIGN.md), numpy.
+
+    Attributes:
+      anomaly_score: [N] the score selected by MappingConfig.score (A(x)).
+      residual_score: [N] R(x) at z*.
+      discrimination_score: [N] D(x) at z* (feature matching or bce).
+      mapping_loss: [N] the final mapping loss (what restarts minimise).
+      residual_map: [N, H, W, C] |x - G(z*)|.
+      reconstruction: [N, H, W, C] G(z*).
+      latent: [N, latent_dim] z*.
+      images_per_second: Mapping throughput of this call.
+    """
+
+    anomaly_score: np.ndarray
+    residual_score: np.ndarray
+    discrimination_score: np.ndarray
+    mapping_loss: np.ndarray
+    residual_map: np.ndarray
+    reconstruction: np.ndarray
+    latent: np.ndarray
+    images_per_second: float = 0.0
+
+
+class LatentMapper:
+    """Maps batches of images to z* with G and D frozen.
+
+    Args:
+      generator, discriminator: Trained models; called with training=False.
+      params: The mapping constants (steps, lr, lambda, ...).
+      batch_size: Fixed mapping batch size.
+      restarts: Initialisations per image; the lowest final loss wins.
+      jit_compile: XLA-compile the loop (always explicit).
+    """
+
+    def __init__(self, generator, discriminator, params: MappingParams,
+                 batch_size: int = 64, restarts: int = 1,
+                 jit_compile: bool = True):
+        self.generator = generator
+        self.discriminator = discriminator
+        self.params = params
+        self.batch_size = int(batch_size)
+        self.restarts = int(restarts)
+        self.jit_compile = bool(jit_compile)
+        self.z = tf.Variable(tf.zeros([self.batch_size, params.latent_dim]),
+                             trainable=True, name="z")
+        image_shape = (generator.image_size, generator.image_size,
+                       generator.channels)
+        spec = tf.TensorSpec((self.batch_size,) + image_shape, tf.float32)
+        zspec = tf.TensorSpec((self.batch_size, params.latent_dim), tf.float32)
+        # Draws use fingerprints (not XLA-compilable); kept out of the loop.
+        self._init = tf.function(
+            lambda x, r: latent.initial_latents(x, self.params, r),
+            input_signature=[spec, tf.TensorSpec((), tf.int64)],
+            jit_compile=False)
+        self._map = tf.function(self._map_batch, input_signature=[spec, zspec],
+                                jit_compile=self.jit_compile)
+
+    def _map_batch(self, x, z0):
+        params = self.params
+        x_logits, fx = self.discriminator.logits_and_features(x, training=False)
+        self.z.assign(z0)
+
+        def body(t, m, v):
+            with tf.GradientTape() as tape:  # watches the trainable z
+                total = tf.reduce_sum(latent.mapping_objective(
+                    self.generator, self.discriminator, x, fx, self.z, params))
+            grad = tape.gradient(total, self.z)
+            z_new, m, v = latent.adam_update(self.z, grad, m, v, t, params)
+            self.z.assign(z_new)
+            return t + 1, m, v
+
+        tf.while_loop(lambda t, *_: t <= params.steps, body,
+                      (tf.constant(1, tf.int32), tf.zeros_like(z0),
+                       tf.zeros_like(z0)))
+        return latent.final_outputs(self.generator, self.discriminator, x, fx,
+                                    x_logits, tf.identity(self.z), params)
+
+    def map_batch(self, x: np.ndarray) -> Dict[str, np.ndarray]:
+        """Maps exactly one batch (len(x) <= batch_size); pads and unpads."""
+        n = len(x)
+        if n == 0 or n > self.batch_size:
+            raise ValueError(f"map_batch takes 1..{self.batch_size} images, got {n}.")
+        xb = np.zeros((self.batch_size,) + x.shape[1:], np.float32)
+        xb[:n] = x
+        xb = tf.constant(xb)
+        best = None
+        for r in range(self.restarts):
+            out = self._map(xb, self._init(xb, tf.constant(r, tf.int64)))
+            out = {k: v.numpy()[:n] for k, v in out.items()}
+            if best is None:
+                best = out
+            else:
+                better = out["mapping_loss"] < best["mapping_loss"]
+                for k in best:
+                    best[k] = np.where(
+                        better.reshape((-1,) + (1,) * (best[k].ndim - 1)),
+                        out[k], best[k])
+        return best
+
+    def map(self, images: np.ndarray, progress: bool = True,
+            label: str = "mapping") -> MappingResult:
+        """Maps all `images` [N, H, W, C] (float32 in [-1, 1]) in batches.
+
+        Args:
+          images: Model-sized inputs.
+          progress: Show a Keras progress bar with images/s.
+          label: Shown before the bar.
+        """
+        images = np.asarray(images, np.float32)
+        n = len(images)
+        bar = keras.utils.Progbar(n, unit_name="image",
+                                  stateful_metrics=["img/s"]) if progress else None
+        if progress:
+            print(f"{label}: {n} images, {self.params.steps} steps, batch "
+                  f"{self.batch_size}, restarts {self.restarts}, "
+                  f"XLA {self.jit_compile}", flush=True)
+        parts = []
+        start = time.perf_counter()
+        for i in range(0, n, self.batch_size):
+            parts.append(self.map_batch(images[i:i + self.batch_size]))
+            if bar is not None:
+                done = min(n, i + self.batch_size)
+                bar.update(done, values=[
+                    ("img/s", done / max(time.perf_counter() - start, 1e-9))])
+        elapsed = time.perf_counter() - start
+        keys = ("anomaly_score", "residual_score", "discrimination_score",
+                "mapping_loss", "residual_map", "reconstruction", "latent")
+        if not parts:
+            raise ValueError("No images to map: the input is empty.")
+        merged = {k: np.concatenate([p[k] for p in parts]) for k in keys}
+        return MappingResult(**merged, images_per_second=n / max(elapsed, 1e-9))

@@ -1,0 +1,186 @@
+"""Training callbacks: per-epoch checkpoints with resume, sample grids, and a
+divergence guard.
+
+Everything is written below the model dir (never the working directory):
+
+  checkpoints/ckpt-<epoch>.weights.h5   GAN weights + both optimizers' slots
+  checkpoints/state.json                last finished epoch, checkpoint file,
+                                        SeedGenerator state
+  generator.keras, discriminator.keras  refreshed after every epoch
+  samples/epoch_<epoch>.png             a fixed-z sample grid
+  logs/                                 TensorBoard scalars and sample images
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from anogan_tf.data import images_to_uint8, save_image_grid
+
+__all__ = [
+    "EpochCheckpoint",
+    "SampleGrid",
+    "DivergenceGuard",
+    "TrainingDivergedError",
+    "restore_latest",
+    "CHECKPOINT_DIR",
+    "STATE_FILE",
+    "GENERATOR_FILE",
+    "DISCRIMINATOR_FILE",
+]
+
+CHECKPOINT_DIR = "checkpoints"
+STATE_FILE = "state.json"
+GENERATOR_FILE = "generator.keras"
+DISCRIMINATOR_FILE = "discriminator.keras"
+
+
+class TrainingDivergedError(RuntimeError):
+    """A loss became NaN/Inf or exceeded the divergence threshold."""
+
+
+def _atomic_save_keras(model: keras.Model, path: str) -> None:
+    tmp = path + ".tmp.keras"
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Saves the full training state after every epoch; keeps the last `keep`.
+
+    The state file is replaced atomically after the weights are written, so
+    a kill at any moment leaves the previous complete checkpoint usable.
+    """
+
+    def __init__(self, model_dir: str, keep: int = 2):
+        super().__init__()
+        self.model_dir = model_dir
+        self.ckpt_dir = os.path.join(model_dir, CHECKPOINT_DIR)
+        self.keep = keep
+        os.makedirs(self.ckpt_dir, exist_ok=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        gan = self.model
+        name = f"ckpt-{epoch + 1:04d}.weights.h5"
+        gan.save_weights(os.path.join(self.ckpt_dir, name))
+        _atomic_save_keras(gan.generator,
+                           os.path.join(self.model_dir, GENERATOR_FILE))
+        _atomic_save_keras(gan.discriminator,
+                           os.path.join(self.model_dir, DISCRIMINATOR_FILE))
+        state = {
+            "epoch": epoch + 1,
+            "checkpoint": name,
+            "seed_state": np.asarray(
+                gan.seed_generator.state.numpy()).tolist(),
+            "logs": {k: float(v) for k, v in (logs or {}).items()},
+        }
+        path = os.path.join(self.ckpt_dir, STATE_FILE)
+        with open(path + ".tmp", "w") as f:
+            json.dump(state, f, indent=2)
+        os.replace(path + ".tmp", path)
+        # Drop old checkpoints only once the new state points elsewhere.
+        ckpts = sorted(f for f in os.listdir(self.ckpt_dir)
+                       if f.startswith("ckpt-") and f.endswith(".weights.h5"))
+        for old in ckpts[:-self.keep]:
+            os.remove(os.path.join(self.ckpt_dir, old))
+        logging.info("Saved checkpoint %s (epoch %d).", name, epoch + 1)
+
+
+def restore_latest(gan, model_dir: str) -> int:
+    """Restores the last finished epoch's state into `gan`.
+
+    Args:
+      gan: A compiled `GAN` whose architecture matches the checkpoint.
+      model_dir: The model dir.
+
+    Returns:
+      The number of finished epochs (0 when there is no checkpoint).
+
+    Raises:
+      RuntimeError: the state file points at a missing or unreadable
+        checkpoint; the message says how to recover.
+    """
+    path = os.path.join(model_dir, CHECKPOINT_DIR, STATE_FILE)
+    if not os.path.exists(path):
+        return 0
+    try:
+        with open(path) as f:
+            state = json.load(f)
+        ckpt = os.path.join(model_dir, CHECKPOINT_DIR, state["checkpoint"])
+        gan.build_optimizers()
+        gan.load_weights(ckpt)
+    except (OSError, ValueError, KeyError) as e:
+        raise RuntimeError(
+            f"Cannot resume from {path}: {e}. The checkpoint is damaged or was "
+            f"written for another architecture. Use a new --model_dir, or "
+            f"delete {os.path.join(model_dir, CHECKPOINT_DIR)} to start over."
+        ) from e
+    gan.seed_generator.state.assign(
+        np.asarray(state["seed_state"], dtype=gan.seed_generator.state.dtype))
+    return int(state["epoch"])
+
+
+class SampleGrid(keras.callbacks.Callback):
+    """Writes G(z) for a fixed z as `samples/epoch_<n>.png` and to TensorBoard."""
+
+    def __init__(self, model_dir: str, latent_dim: int, prior: str,
+                 num: int = 36, seed: int = 0, every: int = 1):
+        super().__init__()
+        self.sample_dir = os.path.join(model_dir, "samples")
+        os.makedirs(self.sample_dir, exist_ok=True)
+        rng = np.random.default_rng(seed)
+        if prior == "uniform":
+            z = rng.uniform(-1.0, 1.0, (num, latent_dim))
+        else:
+            z = rng.standard_normal((num, latent_dim))
+        self.z = z.astype(np.float32)
+        self.every = max(1, every)
+        self.writer = tf.summary.create_file_writer(
+            os.path.join(model_dir, "logs", "samples"))
+        self.last_path: Optional[str] = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every:
+            return
+        images = np.asarray(self.model.generator(self.z, training=False))
+        path = os.path.join(self.sample_dir, f"epoch_{epoch + 1:04d}.png")
+        save_image_grid(path, images, ncols=int(math.ceil(math.sqrt(len(images)))))
+        self.last_path = path
+        with self.writer.as_default():
+            tf.summary.image("samples", (images[:16] + 1.0) / 2.0,
+                             step=epoch + 1, max_outputs=16)
+        self.writer.flush()
+
+
+class DivergenceGuard(keras.callbacks.Callback):
+    """Stops training with a clear error when a loss is NaN/Inf or explodes.
+
+    It raises before the epoch's checkpoint is written, so the last good
+    checkpoint is kept.
+    """
+
+    def __init__(self, threshold: float = 1e4):
+        super().__init__()
+        self.threshold = threshold
+
+    def on_train_batch_end(self, batch, logs=None):
+        for key in ("d_loss", "g_loss"):
+            if logs is None or key not in logs:
+                continue
+            value = float(logs[key])
+            if not math.isfinite(value) or abs(value) > self.threshold:
+                self.model.stop_training = True
+                raise TrainingDivergedError(
+                    f"Training diverged at batch {batch}: {key}={value} "
+                    f"(limit {self.threshold}). The last good checkpoint is "
+                    f"kept. Try a lower learning rate (--g_lr/--d_lr), "
+                    f"--spectral_norm, or --gan_loss=wgan_gp; check the input "
+                    f"data for constant or corrupt images.")

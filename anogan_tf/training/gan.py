@@ -1,0 +1,128 @@
+"""The GAN as a keras.Model with a custom train_step (keras-io DCGAN style).
+
+`GAN` receives its generator and discriminator, owns a SeedGenerator for the
+latent draws, and has one tape and one `optimizer.apply` per player. Its
+`compile` takes the two optimizers and forwards the rest (notably
+`jit_compile`, always explicit) to `keras.Model.compile`.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from anogan_tf.training import losses
+
+__all__ = ["GAN", "sample_prior"]
+
+
+def sample_prior(n, latent_dim: int, prior: str, seed):
+    """Draws n latent codes from the training prior.
+
+    Args:
+      n: Number of codes (may be a tensor).
+      latent_dim: Size of z.
+      prior: "uniform" on [-1, 1] (DCGAN, the paper) or "normal" N(0, I).
+      seed: A keras SeedGenerator (or anything keras.random accepts).
+    """
+    if prior == "uniform":
+        return keras.random.uniform((n, latent_dim), -1.0, 1.0, seed=seed)
+    return keras.random.normal((n, latent_dim), seed=seed)
+
+
+class GAN(keras.Model):
+    """Trains a generator and discriminator with the chosen GAN objective.
+
+    Metrics (reset each epoch by fit): d_loss, g_loss, d_real = mean D(x) and
+    d_fake = mean D(G(z)), as sigmoid probabilities (for wgan_gp/hinge the
+    sigmoid of the critic value, useful only as a trend).
+    """
+
+    def __init__(self, generator, discriminator, latent_dim: int,
+                 prior: str = "uniform", gan_loss: str = "dcgan",
+                 n_critic: int = 1, gp_weight: float = 10.0, seed: int = 0,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.generator = generator
+        self.discriminator = discriminator
+        self.latent_dim = latent_dim
+        self.prior = prior
+        self.gan_loss = gan_loss
+        self.n_critic = n_critic
+        self.gp_weight = gp_weight
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
+        self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
+        self.d_real_tracker = keras.metrics.Mean(name="d_real")
+        self.d_fake_tracker = keras.metrics.Mean(name="d_fake")
+        # G and D arrive built; mark the wrapper built so its weights (and the
+        # optimizer slots) can be saved and restored.
+        self.built = True
+
+    def compile(self, d_optimizer, g_optimizer, **kwargs):
+        super().compile(**kwargs)
+        self.d_optimizer = d_optimizer
+        self.g_optimizer = g_optimizer
+
+    def build_optimizers(self):
+        """Creates the optimizer slots (needed before restoring a checkpoint)."""
+        self.d_optimizer.build(self.discriminator.trainable_variables)
+        self.g_optimizer.build(self.generator.trainable_variables)
+
+    @property
+    def metrics(self):
+        return [self.d_loss_tracker, self.g_loss_tracker,
+                self.d_real_tracker, self.d_fake_tracker]
+
+    def call(self, z, training=False):
+        return self.generator(z, training=training)
+
+    def _d_loss(self, real, fake, real_logits, fake_logits):
+        if self.gan_loss == "dcgan":
+            return losses.dcgan_discriminator_loss(real_logits, fake_logits)
+        if self.gan_loss == "hinge":
+            return losses.hinge_discriminator_loss(real_logits, fake_logits)
+        # wgan_gp: alpha ~ U(0, 1) per sample (not normal: a known slip).
+        alpha = keras.random.uniform((tf.shape(real)[0],), 0.0, 1.0,
+                                     seed=self.seed_generator)
+        gp = losses.gradient_penalty(
+            lambda x: self.discriminator(x, training=True), real, fake, alpha)
+        return (losses.wasserstein_discriminator_loss(real_logits, fake_logits)
+                + self.gp_weight * gp)
+
+    def _g_loss(self, fake_logits):
+        if self.gan_loss == "dcgan":
+            return losses.dcgan_generator_loss(fake_logits)
+        if self.gan_loss == "hinge":
+            return losses.hinge_generator_loss(fake_logits)
+        return losses.wasserstein_generator_loss(fake_logits)
+
+    def train_step(self, real):
+        if isinstance(real, tuple):  # (images, ...) from a labelled dataset
+            real = real[0]
+        n = tf.shape(real)[0]
+        # Discriminator / critic update(s). n_critic > 1 reuses the batch.
+        for _ in range(self.n_critic):
+            z = sample_prior(n, self.latent_dim, self.prior, self.seed_generator)
+            with tf.GradientTape() as tape:
+                fake = self.generator(z, training=True)
+                real_logits = self.discriminator(real, training=True)
+                fake_logits = self.discriminator(fake, training=True)
+                d_loss = self._d_loss(real, fake, real_logits, fake_logits)
+            grads = tape.gradient(d_loss, self.discriminator.trainable_variables)
+            self.d_optimizer.apply(grads, self.discriminator.trainable_variables)
+
+        # Generator update, on fresh z so G is not fit to D's last batch.
+        z = sample_prior(n, self.latent_dim, self.prior, self.seed_generator)
+        with tf.GradientTape() as tape:
+            fake_logits = self.discriminator(self.generator(z, training=True),
+                                             training=True)
+            g_loss = self._g_loss(fake_logits)
+        grads = tape.gradient(g_loss, self.generator.trainable_variables)
+        self.g_optimizer.apply(grads, self.generator.trainable_variables)
+
+        self.d_loss_tracker.update_state(d_loss)
+        self.g_loss_tracker.update_state(g_loss)
+        self.d_real_tracker.update_state(tf.sigmoid(real_logits))
+        self.d_fake_tracker.update_state(tf.sigmoid(fake_logits))
+        return {m.name: m.result() for m in self.metrics}

@@ -1,0 +1,162 @@
+"""Library entry point for GAN training: data -> models -> fit -> model dir."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Dict, List, Optional
+
+import keras
+import numpy as np
+from absl import logging
+
+from anogan_tf import config as config_lib
+from anogan_tf.config import DataConfig, ModelConfig, TrainConfig
+from anogan_tf.data import extract_patches, load_images, make_train_dataset
+from anogan_tf.models import build_models
+from anogan_tf.training import callbacks as cb
+from anogan_tf.training.gan import GAN
+
+__all__ = ["TrainResult", "train_gan", "prepare_model_dir", "training_patches"]
+
+FLAGS_FILE = "flags.cfg"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """What a training run did.
+
+    Attributes:
+      model_dir: The model dir written.
+      initial_epoch: Epochs already finished when the run started (resume).
+      epochs_done: Epochs finished when it ended.
+      history: Per-epoch metrics of this run (empty if nothing was left).
+      num_train_patches: Training inputs after patching and ROI filtering.
+      sample_path: The last sample grid PNG, if one was written.
+    """
+
+    model_dir: str
+    initial_epoch: int
+    epochs_done: int
+    history: Dict[str, List[float]]
+    num_train_patches: int
+    sample_path: Optional[str]
+
+
+def prepare_model_dir(model_dir: str, model_config: ModelConfig,
+                      flags_text: Optional[str] = None) -> None:
+    """Creates the model dir, checks or writes config.json and flags.cfg.
+
+    Raises:
+      ConfigError: the dir already holds a model of another architecture.
+    """
+    os.makedirs(model_dir, exist_ok=True)
+    cfg_path = os.path.join(model_dir, config_lib.MODEL_CONFIG_FILE)
+    if os.path.exists(cfg_path):
+        existing = config_lib.load_model_config(model_dir)
+        if existing != model_config:
+            diff = {k: (v, getattr(model_config, k))
+                    for k, v in dataclasses.asdict(existing).items()
+                    if getattr(model_config, k) != v}
+            raise config_lib.ConfigError(
+                f"{model_dir} already holds a model with a different "
+                f"architecture (field: (saved, requested)) {diff}. Resume with "
+                f"the same flags (--flagfile={os.path.join(model_dir, FLAGS_FILE)})"
+                f" or choose a new --model_dir.")
+    config_lib.save_model_config(model_config, model_dir)
+    if flags_text is not None:
+        path = os.path.join(model_dir, FLAGS_FILE)
+        with open(path + ".tmp", "w") as f:
+            f.write(flags_text)
+        os.replace(path + ".tmp", path)
+
+
+def training_patches(data_config: DataConfig) -> np.ndarray:
+    """Loads the normal training images and cuts them into model inputs."""
+    images = load_images(data_config, "train")
+    patches = extract_patches(
+        images, data_config.effective_patch_size,
+        data_config.effective_patch_stride, data_config.image_size,
+        roi=data_config.roi, min_coverage=data_config.roi_min_coverage)
+    logging.info("Training on %d patches of %d images (%s).",
+                 len(patches.patches), len(images.images), data_config.dataset)
+    return patches.patches
+
+
+def _build_gan(model_config: ModelConfig, train_config: TrainConfig) -> GAN:
+    keras.utils.set_random_seed(train_config.seed)
+    generator, discriminator = build_models(model_config)
+    gan = GAN(generator, discriminator, model_config.latent_dim,
+              prior=model_config.prior, gan_loss=model_config.gan_loss,
+              n_critic=train_config.n_critic, gp_weight=train_config.gp_weight,
+              seed=train_config.seed)
+    if model_config.gan_loss == "wgan_gp":
+        # Gulrajani et al.: Adam(1e-4, 0, 0.9) unless overridden.
+        beta_1, beta_2 = 0.0, 0.9
+    else:
+        beta_1, beta_2 = train_config.beta_1, train_config.beta_2
+    gan.compile(
+        d_optimizer=keras.optimizers.Adam(train_config.d_lr, beta_1=beta_1,
+                                          beta_2=beta_2),
+        g_optimizer=keras.optimizers.Adam(train_config.g_lr, beta_1=beta_1,
+                                          beta_2=beta_2),
+        jit_compile=train_config.jit_compile)
+    return gan
+
+
+def train_gan(model_config: ModelConfig, data_config: DataConfig,
+              train_config: TrainConfig, flags_text: Optional[str] = None,
+              extra_callbacks: Optional[List[keras.callbacks.Callback]] = None,
+              verbose: int = 1) -> TrainResult:
+    """Trains the GAN on normal images, resuming from the model dir's state.
+
+    Args:
+      model_config: Architecture (written to config.json).
+      data_config: Training data; only normal images are used.
+      train_config: Schedule; `epochs` is the total, so re-running with a
+        larger value continues from the last finished epoch.
+      flags_text: Resolved flags written to `flags.cfg` (binaries pass it).
+      extra_callbacks: Added after the built-in callbacks.
+      verbose: Keras fit verbosity (1: progress bar).
+
+    Returns:
+      A TrainResult.
+    """
+    model_dir = train_config.model_dir
+    prepare_model_dir(model_dir, model_config, flags_text)
+    patches = training_patches(data_config)
+    steps = train_config.steps_per_epoch or max(
+        1, len(patches) // train_config.batch_size)
+    dataset = make_train_dataset(patches, train_config.batch_size,
+                                 seed=data_config.seed)
+
+    gan = _build_gan(model_config, train_config)
+    initial_epoch = cb.restore_latest(gan, model_dir)
+    if initial_epoch:
+        logging.info("Resuming from epoch %d in %s.", initial_epoch, model_dir)
+    if initial_epoch >= train_config.epochs:
+        logging.info("Already trained for %d epochs (asked for %d); nothing to "
+                     "do. Pass a larger --epochs to continue.", initial_epoch,
+                     train_config.epochs)
+        return TrainResult(model_dir, initial_epoch, initial_epoch, {},
+                           len(patches), None)
+
+    sampler = cb.SampleGrid(model_dir, model_config.latent_dim,
+                            model_config.prior, seed=train_config.seed,
+                            every=train_config.sample_every)
+    callbacks = [
+        cb.DivergenceGuard(train_config.divergence_threshold),
+        cb.EpochCheckpoint(model_dir),
+        sampler,
+        keras.callbacks.TensorBoard(os.path.join(model_dir, "logs"),
+                                    update_freq="epoch"),
+    ] + list(extra_callbacks or [])
+    history = gan.fit(dataset, epochs=train_config.epochs,
+                      initial_epoch=initial_epoch, steps_per_epoch=steps,
+                      callbacks=callbacks, verbose=verbose)
+    hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    with open(os.path.join(model_dir, "history.json"), "a") as f:
+        f.write(json.dumps({"initial_epoch": initial_epoch, **hist}) + "\n")
+    return TrainResult(model_dir, initial_epoch, train_config.epochs, hist,
+                       len(patches), sampler.last_path)
