@@ -23,7 +23,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from anogan_tf.data import images_to_uint8, save_image_grid
+from anogan_tf.data import save_image_grid
+from anogan_tf.models.io import DISCRIMINATOR_FILE, GENERATOR_FILE
 
 __all__ = [
     "EpochCheckpoint",
@@ -39,8 +40,6 @@ __all__ = [
 
 CHECKPOINT_DIR = "checkpoints"
 STATE_FILE = "state.json"
-GENERATOR_FILE = "generator.keras"
-DISCRIMINATOR_FILE = "discriminator.keras"
 
 
 class TrainingDivergedError(RuntimeError):

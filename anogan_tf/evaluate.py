@@ -1,0 +1,57 @@
+"""anogan-evaluate: scores a labelled test set and writes metrics and plots.
+
+  anogan-evaluate --dataset=synthetic_oct --model_dir=M --output_dir=E \
+      --mapping_steps=20 --num_test=32
+
+Writes metrics.json, scores.csv, image_scores.csv, roc.png, pr.png,
+score_hist.png and anomaly_maps.png into --output_dir, and prints a summary.
+"""
+
+import sys
+
+from absl import app, flags, logging
+
+from anogan_tf import common_flags as cf
+from anogan_tf.config import ConfigError
+from anogan_tf.data import DataError
+
+FLAGS = flags.FLAGS
+
+SUMMARY_KEYS = ("image_auroc", "image_auprc", "pixel_auroc", "pixel_auprc",
+                "sensitivity", "specificity", "threshold", "threshold_rule",
+                "n_normal", "n_anomalous", "n_patches", "mode", "score",
+                "mapping_steps", "patches_per_second")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from anogan_tf.scoring import reports, run_evaluate
+    try:
+        model_config = cf.model_config_for_scoring(FLAGS.model_dir)
+        data_config = cf.data_config_from_flags(model_config.image_size,
+                                                model_config.channels)
+        mapping_config = cf.mapping_config_from_flags()
+        eval_config = cf.eval_config_from_flags()
+        logging.info("MappingConfig: %s", mapping_config)
+        metrics = run_evaluate(FLAGS.model_dir, data_config, mapping_config,
+                               eval_config)
+    except (ConfigError, DataError, ValueError) as e:
+        sys.stderr.write(f"anogan-evaluate: error: {e}\n")
+        return 1
+    print(f"\nEvaluation of {FLAGS.model_dir} on {data_config.dataset} "
+          f"({mapping_config.steps} mapping steps"
+          f"{'; the paper uses 500' if mapping_config.steps < 500 else ''}):")
+    print(reports.summary_table(metrics, SUMMARY_KEYS))
+    print(f"Files in {eval_config.output_dir}: metrics.json, scores.csv, "
+          f"image_scores.csv, roc.png, pr.png, score_hist.png, anomaly_maps.png")
+    return 0
+
+
+def run():
+    flags.mark_flags_as_required(["model_dir", "output_dir"])
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

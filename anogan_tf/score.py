@@ -1,0 +1,51 @@
+"""anogan-score: scores images with a trained model.
+
+  anogan-score --model_dir=M --inputs=path/to/folder,img.png --output_dir=S
+
+Writes scores.csv (one row per scored patch), image_scores.csv, and per-image
+maps (maps/<id>.npy and maps/<id>.png: input | G(z*) | residual heatmap).
+Without --inputs it scores the test split of --dataset/--data_path.
+"""
+
+import sys
+
+from absl import app, flags, logging
+
+from anogan_tf import common_flags as cf
+from anogan_tf.config import ConfigError
+from anogan_tf.data import DataError
+
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from anogan_tf.scoring import run_score
+    try:
+        model_config = cf.model_config_for_scoring(FLAGS.model_dir)
+        data_config = cf.data_config_from_flags(model_config.image_size,
+                                                model_config.channels)
+        mapping_config = cf.mapping_config_from_flags()
+        eval_config = cf.eval_config_from_flags()
+        logging.info("MappingConfig: %s", mapping_config)
+        summary = run_score(FLAGS.model_dir, data_config, mapping_config,
+                            eval_config, inputs=FLAGS.inputs,
+                            save_maps=FLAGS.save_maps)
+    except (ConfigError, DataError, ValueError) as e:
+        sys.stderr.write(f"anogan-score: error: {e}\n")
+        return 1
+    print(f"Scored {summary['num_images']} images ({summary['num_patches']} "
+          f"model inputs, {summary['images_per_second']:.1f} inputs/s); wrote "
+          f"{summary['output_dir']}/scores.csv, image_scores.csv and "
+          f"{summary['maps_written']} maps.")
+    return 0
+
+
+def run():
+    flags.mark_flags_as_required(["model_dir", "output_dir"])
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,394 @@
+"""Scoring and evaluation: patch -> map -> aggregate/stitch -> files.
+
+`score_image_set` is the in-memory core; `run_score` and `run_evaluate` are
+the library entry points of the `anogan-score` and `anogan-evaluate`
+binaries. They read the model only through the model dir's documented layout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+from absl import logging
+
+from anogan_tf.config import (ConfigError, DataConfig, EvalConfig,
+                              MappingConfig, ModelConfig)
+from anogan_tf.data import (DataError, ImageSet, PatchSet, extract_patches,
+                            load_images, stitch_maps)
+from anogan_tf.data.decode import decode_many
+from anogan_tf.mapping import LatentMapper, MappingParams, MappingResult
+from anogan_tf.models import load_model_dir
+from anogan_tf.scoring import metrics as metrics_lib
+from anogan_tf.scoring import reports
+
+__all__ = ["ScoredImages", "score_image_set", "load_inputs", "run_score",
+           "run_evaluate", "patch_rows", "image_rows"]
+
+_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoredImages:
+    """Scores of an ImageSet at patch and image level.
+
+    Attributes:
+      images: The scored ImageSet.
+      patches: Its PatchSet (one patch per image when not patched).
+      mapping: Per-patch MappingResult.
+      image_scores: [N] aggregated anomaly scores.
+      image_residual: [N] aggregated residual scores.
+      image_discrimination: [N] aggregated discrimination scores.
+      maps: [N, H, W] full-resolution residual maps (overlap-averaged).
+      seconds: Wall time of the mapping.
+    """
+
+    images: ImageSet
+    patches: PatchSet
+    mapping: MappingResult
+    image_scores: np.ndarray
+    image_residual: np.ndarray
+    image_discrimination: np.ndarray
+    maps: np.ndarray
+    seconds: float
+
+
+def _check_compatible(images: ImageSet, model_config: ModelConfig,
+                      data_config: DataConfig) -> None:
+    if not len(images.images):
+        raise DataError("No images to score: the input is empty. Point "
+                        "--inputs/--data_path at a folder or file with images.")
+    c = images.images.shape[-1]
+    if c != model_config.channels:
+        raise ConfigError(
+            f"The images have {c} channel(s) but the model expects "
+            f"{model_config.channels}. Pass --channels={model_config.channels} "
+            f"(images are converted on load).")
+    if data_config.image_size != model_config.image_size:
+        raise ConfigError(
+            f"Data image_size {data_config.image_size} != the model's "
+            f"{model_config.image_size}.")
+
+
+def score_image_set(images: ImageSet, generator, discriminator,
+                    model_config: ModelConfig, data_config: DataConfig,
+                    mapping_config: MappingConfig, aggregate: str = "max",
+                    topk: int = 3, progress: bool = True,
+                    label: str = "mapping") -> ScoredImages:
+    """Patches, maps and scores every image of `images`.
+
+    Args:
+      images: Full images in [-1, 1].
+      generator, discriminator: The trained models.
+      model_config: Their config.
+      data_config: Patch size/stride/ROI.
+      mapping_config: Mapping settings (mode must be "iterative" for now).
+      aggregate, topk: Patch -> image aggregation.
+      progress: Show the mapping progress bar.
+      label: Progress bar label.
+
+    Returns:
+      ScoredImages.
+    """
+    _check_compatible(images, model_config, data_config)
+    if mapping_config.mode != "iterative":
+        raise ConfigError(
+            f"--mode={mapping_config.mode} needs an encoder (f-AnoGAN), which "
+            f"this version cannot train yet; use --mode=iterative.")
+    patches = extract_patches(images, data_config.effective_patch_size,
+                              data_config.effective_patch_stride,
+                              model_config.image_size, roi=data_config.roi,
+                              min_coverage=data_config.roi_min_coverage)
+    mapper = LatentMapper(generator, discriminator,
+                          MappingParams.create(model_config, mapping_config),
+                          batch_size=mapping_config.batch_size,
+                          restarts=mapping_config.restarts,
+                          jit_compile=mapping_config.jit_compile)
+    start = time.perf_counter()
+    result = mapper.map(patches.patches, progress=progress, label=label)
+    seconds = time.perf_counter() - start
+    n = len(images.images)
+    agg = lambda s: metrics_lib.aggregate_patch_scores(  # noqa: E731
+        s, patches.image_index, n, aggregate, topk)
+    maps = stitch_maps(result.residual_map, patches, n)
+    return ScoredImages(images, patches, result, agg(result.anomaly_score),
+                        agg(result.residual_score),
+                        agg(result.discrimination_score), maps, seconds)
+
+
+def patch_rows(scored: ScoredImages, mode: str) -> List[Dict]:
+    """scores.csv rows, one per scored model input (patch)."""
+    p, m, im = scored.patches, scored.mapping, scored.images
+    rows = []
+    for k in range(len(p.image_index)):
+        i = int(p.image_index[k])
+        row = {
+            "id": im.ids[i],
+            "patch_y": int(p.ys[k]) if p.patched else "",
+            "patch_x": int(p.xs[k]) if p.patched else "",
+            "anomaly_score": float(m.anomaly_score[k]),
+            "residual_score": float(m.residual_score[k]),
+            "discrimination_score": float(m.discrimination_score[k]),
+            "mode": mode,
+        }
+        if im.labels is not None:
+            row["label"] = int(im.labels[i])
+        rows.append(row)
+    return rows
+
+
+def image_rows(scored: ScoredImages, threshold: Optional[float] = None
+               ) -> List[Dict]:
+    """image_scores.csv rows, one per full image (aggregated)."""
+    im = scored.images
+    rows = []
+    for i, image_id in enumerate(im.ids):
+        row = {"id": image_id,
+               "anomaly_score": float(scored.image_scores[i]),
+               "residual_score": float(scored.image_residual[i]),
+               "discrimination_score": float(scored.image_discrimination[i]),
+               "num_patches": int(np.sum(scored.patches.image_index == i))}
+        if im.labels is not None:
+            row["label"] = int(im.labels[i])
+        if im.categories is not None:
+            row["category"] = im.categories[i]
+        if threshold is not None:
+            row["predicted_anomalous"] = int(scored.image_scores[i] >= threshold)
+        rows.append(row)
+    return rows
+
+
+def _concat(sets: Sequence[ImageSet]) -> ImageSet:
+    if len(sets) == 1:
+        return sets[0]
+    shapes = {s.images.shape[1:] for s in sets}
+    if len(shapes) > 1:
+        raise DataError(f"The inputs have different image shapes {sorted(shapes)}; "
+                        f"pass --resize=H,W to bring them to one size.")
+    return ImageSet(np.concatenate([s.images for s in sets]),
+                    tuple(i for s in sets for i in s.ids))
+
+
+def load_inputs(inputs: Optional[Sequence[str]],
+                data_config: DataConfig) -> ImageSet:
+    """The images anogan-score scores.
+
+    Args:
+      inputs: Files and folders (images, .npy/.npz, .tfrecord); when empty,
+        `data_config`'s dataset "test" split is used.
+      data_config: Channels, resize, skip_bad_files.
+
+    Raises:
+      DataError: a path is missing, unreadable or holds no images.
+    """
+    if not inputs:
+        return load_images(data_config, "test")
+    sets, files = [], []
+    for path in inputs:
+        if os.path.isdir(path):
+            sets.append(load_images(dataclasses.replace(
+                data_config, dataset="folder", data_path=path), "test"))
+        elif path.endswith((".npy", ".npz")):
+            sets.append(load_images(dataclasses.replace(
+                data_config, dataset="npy", data_path=path), "test"))
+        elif path.endswith((".tfrecord", ".tfrec", ".tfrecords")):
+            sets.append(load_images(dataclasses.replace(
+                data_config, dataset="tfrecord", data_path=path), "test"))
+        elif os.path.isfile(path) and path.lower().endswith(_IMAGE_EXTENSIONS):
+            files.append(path)
+        elif not os.path.exists(path):
+            raise DataError(f"Input {path!r} does not exist. Pass existing "
+                            f"image files or folders to --inputs.")
+        else:
+            raise DataError(
+                f"Input {path!r} is not a folder, an image "
+                f"({', '.join(_IMAGE_EXTENSIONS)}), .npy/.npz or .tfrecord.")
+    if files:
+        decoded = decode_many(files, files, data_config.channels,
+                              resize=data_config.resize)
+        good = [(f, d) for f, d in zip(files, decoded) if d.error is None]
+        bad = [d.error for d in decoded if d.error is not None]
+        if bad and not data_config.skip_bad_files:
+            raise DataError(bad[0] + " (or pass --skip_bad_files)")
+        if bad:
+            logging.warning("Skipped %d unreadable file(s).", len(bad))
+        if good:
+            shapes = {d.image.shape for _, d in good}
+            if len(shapes) > 1:
+                raise DataError(
+                    f"The input images have different sizes {sorted(shapes)}; "
+                    f"pass --resize=H,W.")
+            ids = tuple(os.path.splitext(os.path.basename(f))[0] for f, _ in good)
+            sets.append(ImageSet(
+                np.stack([d.image for _, d in good]) * 2.0 - 1.0, ids))
+    if not sets:
+        raise DataError("No readable images in --inputs.")
+    return _concat(sets)
+
+
+def _write_maps(output_dir: str, scored: ScoredImages, limit: int = 0) -> int:
+    """Per-image full-resolution maps as .npy and PNG overlays."""
+    map_dir = os.path.join(output_dir, "maps")
+    os.makedirs(map_dir, exist_ok=True)
+    m = scored.mapping
+    p = scored.patches
+    count = 0
+    for i, image_id in enumerate(scored.images.ids):
+        if limit and count >= limit:
+            break
+        safe = image_id.replace(os.sep, "__").replace("/", "__")
+        np.save(os.path.join(map_dir, f"{safe}.npy"), scored.maps[i])
+        if p.patched:
+            recon = _stitch_reconstruction(scored, i)
+        else:
+            recon = m.reconstruction[np.flatnonzero(p.image_index == i)[0]]
+        reports.save_overlay(
+            os.path.join(map_dir, f"{safe}.png"), scored.images.images[i],
+            recon, scored.maps[i],
+            title=f"{image_id}  A={scored.image_scores[i]:.2f}")
+        count += 1
+    return count
+
+
+def _stitch_reconstruction(scored: ScoredImages, i: int) -> np.ndarray:
+    sel = np.flatnonzero(scored.patches.image_index == i)
+    sub = dataclasses.replace(
+        scored.patches, patches=scored.patches.patches[sel],
+        image_index=np.zeros(len(sel), np.int32), ys=scored.patches.ys[sel],
+        xs=scored.patches.xs[sel])
+    recon = scored.mapping.reconstruction[sel]
+    return stitch_maps(recon, sub, 1)[0]
+
+
+def run_score(model_dir: str, data_config: DataConfig,
+              mapping_config: MappingConfig, eval_config: EvalConfig,
+              inputs: Optional[Sequence[str]] = None,
+              save_maps: bool = True) -> Dict:
+    """anogan-score: scores.csv (+ image_scores.csv, maps) for any images.
+
+    Returns:
+      A summary dict (counts, paths, images/s).
+    """
+    model_config, generator, discriminator = load_model_dir(model_dir)
+    data_config = dataclasses.replace(data_config,
+                                      image_size=model_config.image_size,
+                                      channels=model_config.channels)
+    images = load_inputs(inputs, data_config)
+    if eval_config.num_test:
+        images = images.take(eval_config.num_test)
+    scored = score_image_set(images, generator, discriminator, model_config,
+                             data_config, mapping_config,
+                             eval_config.aggregate, eval_config.topk)
+    out = eval_config.output_dir
+    os.makedirs(out, exist_ok=True)
+    reports.write_csv(os.path.join(out, "scores.csv"),
+                      patch_rows(scored, mapping_config.mode),
+                      reports.SCORE_COLUMNS + ("mode",) +
+                      (("label",) if images.labels is not None else ()))
+    reports.write_csv(os.path.join(out, "image_scores.csv"), image_rows(scored),
+                      ("id", "anomaly_score", "residual_score",
+                       "discrimination_score", "num_patches"))
+    n_maps = _write_maps(out, scored) if save_maps else 0
+    return {"num_images": len(images.images),
+            "num_patches": len(scored.patches.image_index),
+            "maps_written": n_maps,
+            "images_per_second": len(scored.patches.image_index) /
+            max(scored.seconds, 1e-9), "output_dir": out}
+
+
+def run_evaluate(model_dir: str, data_config: DataConfig,
+                 mapping_config: MappingConfig, eval_config: EvalConfig,
+                 progress: bool = True) -> Dict:
+    """anogan-evaluate: metrics.json, scores.csv and plots on labelled data.
+
+    The percentile threshold comes from held-out normal "calibration" images
+    (never used in training); when the source has none, the Youden rule is
+    used instead and recorded as such.
+
+    Returns:
+      The metrics dict written to metrics.json.
+    """
+    model_config, generator, discriminator = load_model_dir(model_dir)
+    data_config = dataclasses.replace(data_config,
+                                      image_size=model_config.image_size,
+                                      channels=model_config.channels)
+    test = load_images(data_config, "test")
+    if test.labels is None:
+        raise DataError(
+            f"anogan-evaluate needs labelled test data; {data_config.dataset} "
+            f"at {data_config.data_path!r} has no labels. Use the MVTec layout "
+            f"(test/good, test/<defect>), an .npz with 'labels', or "
+            f"anogan-score for unlabelled images.")
+    if eval_config.num_test:
+        test = test.take(eval_config.num_test)
+    score = lambda s, label: score_image_set(  # noqa: E731
+        s, generator, discriminator, model_config, data_config,
+        mapping_config, eval_config.aggregate, eval_config.topk,
+        progress=progress, label=label)
+    scored = score(test, "test")
+
+    rule = eval_config.threshold_rule
+    normal_scores = None
+    if rule == "percentile":
+        try:
+            calib = load_images(data_config, "calibration")
+            if eval_config.num_test:
+                calib = calib.take(eval_config.num_test)
+            normal_scores = score(calib, "calibration (normal)").image_scores
+        except DataError as e:
+            logging.warning("No calibration data (%s); using Youden's J.", e)
+            rule = "youden"
+    labels = test.labels
+    threshold = metrics_lib.choose_threshold(
+        rule, labels, scored.image_scores, normal_scores,
+        eval_config.threshold_percentile)
+    result = metrics_lib.image_metrics(labels, scored.image_scores, threshold)
+    if test.masks is not None:
+        result.update(metrics_lib.pixel_metrics(test.masks, scored.maps))
+    result.update({
+        "threshold": threshold,
+        "threshold_rule": (f"percentile {eval_config.threshold_percentile:g} of "
+                           f"{len(normal_scores)} normal calibration images"
+                           if rule == "percentile" else
+                           "youden (max TPR - FPR on the test labels)"),
+        "mode": mapping_config.mode,
+        "n_normal": int(np.sum(labels == 0)),
+        "n_anomalous": int(np.sum(labels == 1)),
+        "n_patches": int(len(scored.patches.image_index)),
+        "aggregate": eval_config.aggregate,
+        "score": mapping_config.score,
+        "mapping_steps": mapping_config.steps,
+        "mapping_lr": mapping_config.lr,
+        "lambda_weight": mapping_config.lambda_weight,
+        "restarts": mapping_config.restarts,
+        "dataset": data_config.dataset,
+        "patches_per_second": float(len(scored.patches.image_index) /
+                                    max(scored.seconds, 1e-9)),
+    })
+    out = eval_config.output_dir
+    os.makedirs(out, exist_ok=True)
+    reports.write_json(os.path.join(out, "metrics.json"), result)
+    reports.write_csv(os.path.join(out, "scores.csv"),
+                      patch_rows(scored, mapping_config.mode),
+                      reports.SCORE_COLUMNS + ("label", "mode"))
+    reports.write_csv(os.path.join(out, "image_scores.csv"),
+                      image_rows(scored, threshold),
+                      ("id", "anomaly_score", "residual_score",
+                       "discrimination_score", "num_patches", "label",
+                       "category", "predicted_anomalous"))
+    reports.plot_roc(os.path.join(out, "roc.png"), labels, scored.image_scores)
+    reports.plot_pr(os.path.join(out, "pr.png"), labels, scored.image_scores)
+    reports.plot_score_hist(os.path.join(out, "score_hist.png"), labels,
+                            scored.image_scores, threshold)
+    # The grid shows the highest-scoring anomalous and normal images.
+    order = np.argsort(-scored.image_scores)
+    pick = ([i for i in order if labels[i] == 1][:eval_config.max_map_images // 2]
+            + [i for i in order if labels[i] == 0][:eval_config.max_map_images // 2])
+    reports.save_anomaly_map_grid(
+        os.path.join(out, "anomaly_maps.png"), test.images[pick],
+        scored.maps[pick], None if test.masks is None else test.masks[pick],
+        [test.ids[i] for i in pick], scored.image_scores[pick], labels[pick])
+    return result

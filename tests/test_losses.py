@@ -1,0 +1,80 @@
+"""Hand-checked values of the mapping and GAN losses."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from anogan_tf.mapping import losses as ml
+from anogan_tf.training import losses as gl
+
+
+def test_residual_loss_sums_absolute_differences_per_image():
+    x = np.zeros((2, 2, 2, 1), np.float32)
+    g = np.zeros((2, 2, 2, 1), np.float32)
+    x[0, 0, 0, 0], g[0, 1, 1, 0] = 0.5, -0.25   # |0.5| + |0.25| = 0.75
+    x[1] = 1.0                                   # 4 pixels * |1 - 0| = 4
+    np.testing.assert_allclose(ml.residual_loss(x, g), [0.75, 4.0])
+
+
+def test_feature_matching_loss_and_weighted_score():
+    fx = tf.constant([[[[1.0, 2.0]]], [[[0.0, 0.0]]]])
+    fg = tf.constant([[[[0.0, 4.0]]], [[[-3.0, 0.0]]]])
+    d = ml.feature_matching_loss(fx, fg)
+    np.testing.assert_allclose(d, [3.0, 3.0])
+    # The paper: A = (1 - lambda) R + lambda D, NOT lambda R + D.
+    a = ml.weighted_score(tf.constant([10.0, 0.0]), d, 0.1)
+    np.testing.assert_allclose(a, [0.9 * 10 + 0.1 * 3, 0.1 * 3], rtol=1e-6)
+
+
+def test_bce_and_d_output_scores():
+    logits = tf.constant([[0.0], [2.0]])
+    np.testing.assert_allclose(ml.bce_discrimination_loss(logits),
+                               [math.log(2.0), math.log1p(math.exp(-2.0))],
+                               rtol=1e-6)
+    np.testing.assert_allclose(ml.d_output_score(logits),
+                               [0.5, 1.0 / (1.0 + math.exp(2.0))], rtol=1e-6)
+
+
+def test_residual_map_is_elementwise_absolute_difference():
+    x = tf.constant([[[[1.0], [-1.0]]]])
+    g = tf.constant([[[[0.5], [0.5]]]])
+    np.testing.assert_allclose(ml.residual_map(x, g), [[[[0.5], [1.5]]]])
+
+
+def test_dcgan_losses_known_values():
+    # D(x) = sigmoid(0) = 0.5 for both: -log .5 - log .5 = 2 log 2.
+    z = tf.zeros([4, 1])
+    assert gl.dcgan_discriminator_loss(z, z).numpy() == pytest.approx(
+        2 * math.log(2.0), rel=1e-6)
+    assert gl.dcgan_generator_loss(tf.constant([1.0, -1.0])).numpy() == \
+        pytest.approx((math.log1p(math.exp(-1)) + math.log1p(math.exp(1))) / 2,
+                      rel=1e-6)
+
+
+def test_wasserstein_and_hinge_known_values():
+    real = tf.constant([1.0, 3.0])
+    fake = tf.constant([-1.0, 0.5])
+    assert gl.wasserstein_discriminator_loss(real, fake).numpy() == \
+        pytest.approx(-0.25 - 2.0)
+    assert gl.wasserstein_generator_loss(fake).numpy() == pytest.approx(0.25)
+    # relu(1-1)+relu(1-3) = 0 ; relu(1-1)+relu(1+.5) = 1.5 -> means 0 + .75
+    assert gl.hinge_discriminator_loss(real, fake).numpy() == pytest.approx(0.75)
+    assert gl.hinge_generator_loss(fake).numpy() == pytest.approx(0.25)
+
+
+def test_gradient_penalty_matches_analytic_norm():
+    # A linear critic D(x) = sum(w * x) has gradient w everywhere, so the
+    # penalty is (||w|| - 1)^2 whatever the interpolation.
+    w = tf.constant(np.full((1, 2, 2, 1), 1.5, np.float32))  # ||w|| = 3
+    critic = lambda x: tf.reduce_sum(w * x, axis=[1, 2, 3])  # noqa: E731
+    real = tf.random.normal([3, 2, 2, 1], seed=1)
+    fake = tf.random.normal([3, 2, 2, 1], seed=2)
+    gp = gl.gradient_penalty(critic, real, fake, tf.constant([0.0, 0.3, 1.0]))
+    assert gp.numpy() == pytest.approx(4.0, rel=1e-5)
+    # Unit-norm gradient -> zero penalty, and a finite gradient at a zero
+    # gradient (the epsilon inside the square root).
+    unit = lambda x: tf.reduce_sum(0.5 * x, axis=[1, 2, 3])  # noqa: E731
+    assert gl.gradient_penalty(unit, real, fake, tf.ones([3])).numpy() == \
+        pytest.approx(0.0, abs=1e-6)
