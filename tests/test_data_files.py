@@ -1,5 +1,6 @@
 """Tests of loading image files: formats, folders, MVTec layout, bad input."""
 
+import logging
 import os
 
 import numpy as np
@@ -102,6 +103,8 @@ def test_plain_folder_is_recursive_sorted_and_ignores_other_files(tmp_path):
     _save(str(tmp_path / "x.png"), _gray(seed=3))
     (tmp_path / "notes.txt").write_text("not an image")
     (tmp_path / "a" / "meta.json").write_text("{}")
+    (tmp_path / "._x.png").write_bytes(b"macOS resource fork")  # Hidden.
+    _save(str(tmp_path / ".cache" / "copy.png"), _gray(seed=4))
     train = load_images(_folder(tmp_path), "train")
     test = load_images(_folder(tmp_path), "test")
     assert train.ids == ("a/y", "b/z", "x")
@@ -129,9 +132,12 @@ def _mvtec(root, n_train=20):
                       mask)
 
 
-def test_mvtec_layout_labels_categories_and_masks(tmp_path):
+def test_mvtec_layout_labels_categories_and_masks(tmp_path, caplog):
     _mvtec(tmp_path)
-    test = load_images(_folder(tmp_path), "test")
+    with caplog.at_level(logging.WARNING):
+        test = load_images(_folder(tmp_path), "test")
+    assert "1 defect images have no ground-truth mask" in caplog.text
+    assert "001_mask.png" in caplog.text
     assert test.ids == ("test/crack/000", "test/crack/001", "test/good/000",
                         "test/hole/000", "test/hole/001")
     assert test.labels.tolist() == [1, 1, 0, 1, 1]
@@ -178,6 +184,12 @@ def test_resize_unifies_mixed_sizes(tmp_path):
 # ----------------------------------------------------------------- bad input
 
 
+def test_npy_dataset_given_a_folder(tmp_path):
+    with pytest.raises(DataError, match="is a folder.*--dataset=folder"):
+        load_images(DataConfig(dataset="npy", data_path=str(tmp_path)),
+                    "train")
+
+
 def test_missing_path(tmp_path):
     with pytest.raises(DataError, match="does not exist.*--data_path"):
         load_images(_folder(tmp_path / "nope"), "train")
@@ -193,14 +205,16 @@ def test_empty_folder_names_extensions(tmp_path):
     assert ".png" in str(e.value) and ".tiff" in str(e.value)
 
 
-def test_corrupt_file_is_named_and_can_be_skipped(tmp_path):
+def test_corrupt_file_is_named_and_can_be_skipped(tmp_path, caplog):
     _save(str(tmp_path / "good.png"), _gray(value=7))
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     with pytest.raises(DataError) as e:
         load_images(_folder(tmp_path), "train")
     assert "broken.png" in str(e.value) and "--skip_bad_files" in str(e.value)
-    s = load_images(_folder(tmp_path, skip_bad_files=True), "train")
+    with caplog.at_level(logging.WARNING):
+        s = load_images(_folder(tmp_path, skip_bad_files=True), "train")
     assert s.ids == ("good",)
+    assert "Skipped 1 unreadable images" in caplog.text
 
 
 def test_text_file_with_image_extension_is_corrupt_not_ignored(tmp_path):
@@ -252,6 +266,8 @@ def test_bad_config_values(tmp_path):
         load_images(_folder(tmp_path, channels=2), "train")
     with pytest.raises(DataError, match="--resize=256,256"):
         load_images(_folder(tmp_path, resize=(0, 5)), "train")
+    with pytest.raises(DataError, match="got .256,256."):
+        load_images(_folder(tmp_path, resize="256,256"), "train")
     with pytest.raises(DataError, match="Unknown split"):
         load_images(_folder(tmp_path), "validation")
     with pytest.raises(DataError, match="Unknown dataset"):

@@ -122,6 +122,10 @@ def read_array_file(path: str) -> Dict[str, Optional[np.ndarray]]:
     Raises:
       DataError: the file is missing, pickled, malformed or inconsistent.
     """
+    if os.path.isdir(path):
+        raise DataError(
+            f"Dataset 'npy' needs a .npy or .npz file, but {path!r} is a "
+            f"folder. Use --dataset=folder for a folder of images.")
     if not os.path.isfile(path):
         raise DataError(
             f"Array file {path!r} does not exist. Pass --data_path pointing "

@@ -215,6 +215,10 @@ def decode_many(
 
     Returns:
       One `Decoded` per source.
+
+    Raises:
+      DataError: `names` and `sources` differ in length (decoding failures
+        are returned, not raised).
     """
     if len(names) != len(sources):
         raise DataError(

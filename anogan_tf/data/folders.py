@@ -17,7 +17,8 @@ when images are resized.
 Plain folder (anything else): every image below the folder, recursively and
 in sorted order, forms both "train" and "test" (unlabelled).
 
-Files are decoded by `decode.decode_many` (a parallel tf.data map). Only
+Hidden files and folders (names starting with ".") are skipped. Files are
+decoded by `decode.decode_many` (a parallel tf.data map). Only
 files with an image extension are read; a file with an image extension that
 does not decode is an error (or skipped with `skip_bad_files`).
 """
@@ -78,6 +79,8 @@ def _has_image_extension(name: str) -> bool:
 def list_images(folder: str, recursive: bool) -> List[str]:
     """Sorted image files in `folder` (by extension, case-insensitive).
 
+    Hidden files and folders (names starting with ".") are skipped.
+
     Args:
       folder: The folder to list.
       recursive: Also list sub-folders.
@@ -95,23 +98,20 @@ def list_images(folder: str, recursive: bool) -> List[str]:
     found = []
     ignored = 0
     if recursive:
-        for root, dirs, files in os.walk(folder):
-            dirs.sort()
-            for name in files:
-                if _has_image_extension(name):
-                    found.append(os.path.join(root, name))
-                else:
-                    ignored += 1
+        walk = os.walk(folder)
     else:
-        for name in os.listdir(folder):
-            path = os.path.join(folder, name)
-            if os.path.isfile(path):
-                if _has_image_extension(name):
-                    found.append(path)
-                else:
-                    ignored += 1
+        walk = [(folder, [], [n for n in os.listdir(folder)
+                              if os.path.isfile(os.path.join(folder, n))])]
+    for root, dirs, files in walk:
+        # Hidden folders and files (".git", macOS "._x.png") are not data.
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in files:
+            if _has_image_extension(name) and not name.startswith("."):
+                found.append(os.path.join(root, name))
+            else:
+                ignored += 1
     if ignored:
-        logging.info("Ignored %d non-image files in %s (image extensions: %s).",
+        logging.info("Ignored %d hidden or non-image files in %s (image extensions: %s).",
                      ignored, folder, _EXTENSIONS_TEXT)
     return sorted(found)
 
@@ -217,7 +217,7 @@ def mvtec_entries(root: str, split: str, seed: int) -> List[FileEntry]:
     missing: List[str] = []
     for category in sorted(os.listdir(test_root)):
         folder = os.path.join(test_root, category)
-        if not os.path.isdir(folder):
+        if not os.path.isdir(folder) or category.startswith("."):
             continue
         label = 0 if category == "good" else 1
         for f in list_images(folder, recursive=False):

@@ -93,8 +93,9 @@ def _check_config(config: DataConfig, split: str) -> Optional[Tuple[int, int]]:
     resize = config.resize
     if resize is not None:
         try:
+            valid = not isinstance(resize, (str, bytes)) and len(resize) == 2
             resize = (int(resize[0]), int(resize[1]))
-            valid = len(config.resize) == 2 and min(resize) >= 1
+            valid = valid and min(resize) >= 1
         except (TypeError, ValueError, IndexError):
             valid = False
         if not valid:
