@@ -158,6 +158,9 @@ flags.DEFINE_string("server", None, "anogan-client: host:port of a TF Serving "
 flags.DEFINE_string("model_name", "anogan", "anogan-client: served model name.")
 flags.DEFINE_string("signature_name", "serving_default", "anogan-client: signature.")
 flags.DEFINE_float("timeout", 60.0, "anogan-client: seconds per request.")
+flags.DEFINE_integer("client_batch_size", 8, "anogan-client: images per request.")
+flags.DEFINE_integer("model_version", 0, "anogan-client: served model version "
+                     "to call (0: the server's latest).")
 
 
 def _resize() -> Optional[Tuple[int, int]]:

@@ -1,0 +1,274 @@
+"""The exported serving functions and the registry that names them.
+
+Every endpoint is a `tf.function` with its own `input_signature` (so
+autograph stays on and `ExportArchive` takes it as is) and returns a dict
+whose keys become the SignatureDef's output names.
+
+Mapping endpoints keep z and Adam's moments as `tf.while_loop` state
+(`latent.map_latents`), never in a shared variable, so concurrent TF Serving
+requests cannot interfere and any batch size works. Their inputs have an
+unknown rank in the signature: the rank, the image size, the channels, the
+batch size and the values are checked inside the graph, so a bad request
+fails with INVALID_ARGUMENT and a message that says what was expected
+(`images must be [N, 64, 64, 1] float32 in [-1, 1]; got shape ...`) instead
+of a score for garbage. After the checks the tensors get their static shape,
+so the outputs in the SignatureDef carry the model's [N, H, W, C].
+
+The plain endpoints never use XLA (TF Serving runs without it, and XLA on GPU
+fails there: tensorflow/serving#2214, #2217). `*_xla` twins are for
+in-process reuse: their outer function validates and draws z0 (the seed
+fingerprint cannot be compiled) and calls an inner `jit_compile=True`
+function for the loop.
+
+`ENDPOINTS` lists the builders; a later issue adds `score_fast` and
+`score_hybrid` there, available only when the model dir has an encoder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import tensorflow as tf
+
+from anogan_tf.config import ModelConfig
+from anogan_tf.mapping import latent
+from anogan_tf.mapping.latent import MappingParams
+
+__all__ = [
+    "ExportContext",
+    "EndpointSpec",
+    "ENDPOINTS",
+    "SCORE_OUTPUT_KEYS",
+    "IMAGES_KEY",
+    "LATENT_KEY",
+    "validate_images",
+    "validate_latents",
+    "build_endpoints",
+]
+
+# The outputs of every scoring signature (DESIGN.md, SavedModel contract).
+SCORE_OUTPUT_KEYS = ("anomaly_score", "residual_score", "discrimination_score",
+                     "residual_map", "reconstruction", "latent")
+IMAGES_KEY = "images"
+LATENT_KEY = "latent"
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportContext:
+    """What endpoint builders may use.
+
+    Attributes:
+      generator, discriminator: The trained models (called with
+        training=False).
+      model_config: The model's architecture (image shape, latent_dim).
+      params: The mapping constants, fixed at export.
+      restarts: Initialisations per image; the lowest mapping loss wins.
+      encoder: The f-AnoGAN encoder when the model dir has one, else None.
+    """
+
+    generator: Any
+    discriminator: Any
+    model_config: ModelConfig
+    params: MappingParams
+    restarts: int = 1
+    encoder: Any = None
+
+
+@dataclasses.dataclass(frozen=True)
+class EndpointSpec:
+    """One exported signature.
+
+    Attributes:
+      build: `build(context, jit_compile) -> tf.function` with an
+        input_signature.
+      xla_twin: Whether `--export_xla` also exports `<name>_xla`.
+      available: `available(context) -> bool`; e.g. encoder endpoints need
+        `context.encoder`.
+    """
+
+    build: Callable[[ExportContext, bool], Any]
+    xla_twin: bool = False
+    available: Callable[[ExportContext], bool] = lambda context: True
+
+
+def _shape_text(model_config: ModelConfig) -> str:
+    h, w, c = model_config.image_shape
+    return f"[N, {h}, {w}, {c}]"
+
+
+def _checked(x, checks):
+    """Runs the checks in order, then returns x.
+
+    Each check is `(condition_fn, data_fn)`; both are built under a control
+    dependency on the previous assertion, so a check only runs (and only
+    computes its data) once the checks before it passed, and the first
+    failing one is the one reported: a rank-3 input fails the shape check
+    before any value check reduces it, and NaN fails the finiteness check
+    before the range check.
+    """
+    deps = []
+    for condition_fn, data_fn in checks:
+        with tf.control_dependencies(deps):
+            deps = [tf.debugging.Assert(condition_fn(), data_fn(), summarize=8)]
+    with tf.control_dependencies(deps):
+        return tf.identity(x)
+
+
+def _shape_ok(x, expected: Tuple[int, ...]):
+    """rank(x) == 1 + len(expected) and x.shape[1:] == expected, any x."""
+    shape = tf.shape(x, out_type=tf.int64)
+    # Padding lets the per-axis comparisons run on tensors of any rank.
+    padded = tf.concat([shape, tf.zeros([len(expected) + 1], tf.int64)], 0)
+    ok = tf.equal(tf.size(shape), len(expected) + 1)
+    for i, size in enumerate(expected):
+        ok = tf.logical_and(ok, tf.equal(padded[i + 1], size))
+    return ok
+
+
+def validate_images(images, model_config: ModelConfig) -> tf.Tensor:
+    """Checks a request's images in the graph; returns float32 [N,H,W,C].
+
+    float32 inputs must lie in [-1, 1]; uint8 inputs (in [0, 255]) are scaled
+    by x / 127.5 - 1, exactly as numpy scales them, so both dtypes of the same
+    picture give the same result.
+
+    Raises (when run):
+      tf.errors.InvalidArgumentError: wrong rank, size or channels, an empty
+        batch, NaN/Inf, or values outside [-1, 1].
+    """
+    expected = model_config.image_shape
+    is_uint8 = images.dtype == tf.uint8
+    what = (f"images must be {_shape_text(model_config)} "
+            + ("uint8 in [0, 255]" if is_uint8 else "float32 in [-1, 1]"))
+
+    def flat():
+        return tf.reshape(images, [-1])
+
+    checks = [
+        (lambda: _shape_ok(images, expected),
+         lambda: [f"{what}; got shape", tf.shape(images)]),
+        (lambda: tf.greater(tf.size(images), 0),
+         lambda: [f"{what}; got an empty batch, shape", tf.shape(images)]),
+    ]
+    if not is_uint8:
+        checks += [
+            (lambda: tf.reduce_all(tf.math.is_finite(flat())),
+             lambda: [f"{what}; got NaN or Inf values"]),
+            (lambda: tf.reduce_all(tf.abs(flat()) <= 1.0),
+             lambda: [f"{what}; got values from", tf.reduce_min(flat()), "to",
+                      tf.reduce_max(flat()), ". Scale 8-bit pixels by "
+                      "p / 127.5 - 1, or send uint8 to serving_uint8."]),
+        ]
+    x = _checked(images, checks)
+    if is_uint8:
+        x = tf.cast(x, tf.float32) / 127.5 - 1.0
+    return tf.ensure_shape(x, (None,) + tuple(expected))
+
+
+def validate_latents(z, model_config: ModelConfig) -> tf.Tensor:
+    """Checks `generate`'s latent codes; returns float32 [N, latent_dim]."""
+    what = f"latent must be [N, {model_config.latent_dim}] float32, finite"
+    z = _checked(z, [
+        (lambda: _shape_ok(z, (model_config.latent_dim,)),
+         lambda: [f"{what}; got shape", tf.shape(z)]),
+        (lambda: tf.greater(tf.size(z), 0),
+         lambda: [f"{what}; got an empty batch, shape", tf.shape(z)]),
+        (lambda: tf.reduce_all(tf.math.is_finite(tf.reshape(z, [-1]))),
+         lambda: [f"{what}; got NaN or Inf values"]),
+    ])
+    return tf.ensure_shape(z, (None, model_config.latent_dim))
+
+
+def _keep_best(best: Optional[Dict[str, tf.Tensor]], out: Dict[str, tf.Tensor]):
+    """Per image, keeps the restart with the lower mapping loss.
+
+    Ties keep the earlier restart, as `LatentMapper.map_batch` does.
+    """
+    if best is None:
+        return out
+    better = out["mapping_loss"] < best["mapping_loss"]
+    merged = {}
+    for key, value in best.items():
+        mask = tf.reshape(better, [-1] + [1] * (value.shape.rank - 1))
+        merged[key] = tf.where(mask, out[key], value)
+    return merged
+
+
+def _scoring_fn(context: ExportContext, dtype: tf.DType, jit_compile: bool):
+    """The AnoGAN score of `images` of `dtype` (see `validate_images`)."""
+    g, d, params = context.generator, context.discriminator, context.params
+    h, w, c = context.model_config.image_shape
+
+    def run_loop(x, z0):
+        return latent.map_latents(g, d, x, z0, params)
+
+    if jit_compile:
+        # Only the loop is compiled: z0's fingerprint seeds and the asserts
+        # stay in the outer, plain function.
+        run_loop = tf.function(run_loop, jit_compile=True, input_signature=[
+            tf.TensorSpec([None, h, w, c], tf.float32),
+            tf.TensorSpec([None, params.latent_dim], tf.float32)])
+
+    @tf.function(input_signature=[tf.TensorSpec(None, dtype, name=IMAGES_KEY)],
+                 jit_compile=False)
+    def score(images):
+        x = validate_images(images, context.model_config)
+        best = None
+        for restart in range(context.restarts):
+            z0 = latent.initial_latents(x, params, restart)
+            best = _keep_best(best, run_loop(x, z0))
+        return {key: best[key] for key in SCORE_OUTPUT_KEYS}
+
+    return score
+
+
+def _build_serving_default(context: ExportContext, jit_compile: bool):
+    return _scoring_fn(context, tf.float32, jit_compile)
+
+
+def _build_serving_uint8(context: ExportContext, jit_compile: bool):
+    return _scoring_fn(context, tf.uint8, jit_compile)
+
+
+def _build_generate(context: ExportContext, jit_compile: bool):
+    del jit_compile  # one forward pass; nothing to gain from XLA
+    g = context.generator
+
+    @tf.function(input_signature=[tf.TensorSpec(None, tf.float32,
+                                                name=LATENT_KEY)],
+                 jit_compile=False)
+    def generate(latent):  # pylint: disable=redefined-outer-name
+        z = validate_latents(latent, context.model_config)
+        return {"images": g(z, training=False)}
+
+    return generate
+
+
+# Signature name -> builder. serving_default comes first: TF Serving needs it.
+# A later issue adds "score_fast" and "score_hybrid" here with
+# available=lambda context: context.encoder is not None.
+ENDPOINTS: Dict[str, EndpointSpec] = {
+    "serving_default": EndpointSpec(_build_serving_default, xla_twin=True),
+    "serving_uint8": EndpointSpec(_build_serving_uint8, xla_twin=True),
+    "generate": EndpointSpec(_build_generate),
+}
+
+
+def build_endpoints(context: ExportContext,
+                    export_xla: bool = False) -> Dict[str, Any]:
+    """Builds every available endpoint (and, with export_xla, the twins).
+
+    Returns:
+      {signature name: tf.function}, serving_default first.
+    """
+    functions = {}
+    for name, spec in ENDPOINTS.items():
+        if not spec.available(context):
+            continue
+        functions[name] = spec.build(context, False)
+    if export_xla:
+        for name, spec in ENDPOINTS.items():
+            if spec.xla_twin and spec.available(context):
+                functions[f"{name}_xla"] = spec.build(context, True)
+    return functions
