@@ -17,6 +17,9 @@ TF errors map to gRPC status codes (InvalidArgumentError -> INVALID_ARGUMENT).
 `start_rest_server` answers the REST API's `GET /v1/models/<name>[/versions/
 <v>]/metadata` and `POST ...:predict` ("inputs" or "instances" JSON) by
 running the SavedModel loaded with `tf.saved_model.load`.
+
+`make_tiny_model_dir` writes the small random-weight model dir the export
+and serving tests share.
 """
 
 from __future__ import annotations
@@ -33,13 +36,12 @@ import grpc
 import numpy as np
 import tensorflow as tf
 from google.protobuf import json_format
-from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import (get_model_metadata_pb2, predict_pb2,
                                      prediction_service_pb2_grpc)
 
 __all__ = ["LoopbackModel", "start_grpc_server", "start_rest_server",
-           "latest_version_dir"]
+           "latest_version_dir", "make_tiny_model_dir"]
 
 _STATUS = {
     tf.errors.InvalidArgumentError: grpc.StatusCode.INVALID_ARGUMENT,
@@ -49,6 +51,38 @@ _STATUS = {
     tf.errors.DeadlineExceededError: grpc.StatusCode.DEADLINE_EXCEEDED,
     tf.errors.UnimplementedError: grpc.StatusCode.UNIMPLEMENTED,
 }
+
+
+def make_tiny_model_dir(model_dir: str, seed: int = 0, **model_kwargs):
+    """Writes config.json, generator.keras, discriminator.keras; returns
+    (model_config, generator, discriminator).
+
+    Random weights, with BatchNorm statistics settled by 30 training-mode
+    forward passes and G's output layer scaled up, so that G(z) varies with z
+    (image range about +-0.2) and the mapping has real gradients.
+    """
+    import keras
+    from anogan_tf.config import ModelConfig, save_model_config
+    from anogan_tf.models import build_models
+
+    kwargs = dict(image_size=32, channels=1, latent_dim=16, base_filters=4)
+    kwargs.update(model_kwargs)
+    config = ModelConfig(**kwargs)
+    keras.utils.set_random_seed(seed)
+    generator, discriminator = build_models(config)
+    kernel = generator.to_image.kernel
+    kernel.assign(kernel * 10.0)
+    rng = np.random.default_rng(seed)
+    for _ in range(30):
+        z = rng.uniform(-1, 1, (16, config.latent_dim)).astype(np.float32)
+        discriminator(generator(z, training=True), training=True)
+        discriminator(rng.uniform(-1, 1, (16,) + config.image_shape)
+                      .astype(np.float32), training=True)
+    os.makedirs(model_dir, exist_ok=True)
+    generator.save(os.path.join(model_dir, "generator.keras"))
+    discriminator.save(os.path.join(model_dir, "discriminator.keras"))
+    save_model_config(config, model_dir)
+    return config, generator, discriminator
 
 
 def latest_version_dir(base_path: str) -> Tuple[int, str]:
@@ -187,10 +221,6 @@ def start_grpc_server(model: LoopbackModel, max_workers: int = 8):
 _REST_PATH = re.compile(
     r"^/v1/models/(?P<name>[^/:]+)(/versions/(?P<version>\d+))?"
     r"(?P<verb>/metadata|:predict)$")
-
-
-def _dtype_name(dtype_enum: int) -> str:
-    return types_pb2.DataType.Name(dtype_enum)
 
 
 def start_rest_server(version_dir: str, name: str = "anogan"):

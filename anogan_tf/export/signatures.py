@@ -65,6 +65,8 @@ class ExportContext:
       params: The mapping constants, fixed at export.
       restarts: Initialisations per image; the lowest mapping loss wins.
       encoder: The f-AnoGAN encoder when the model dir has one, else None.
+      cache: Functions builders share (e.g. the mapping graph behind both
+        serving_default and serving_uint8).
     """
 
     generator: Any
@@ -73,6 +75,8 @@ class ExportContext:
     params: MappingParams
     restarts: int = 1
     encoder: Any = None
+    cache: Dict[Any, Any] = dataclasses.field(default_factory=dict,
+                                              compare=False, repr=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,30 +199,47 @@ def _keep_best(best: Optional[Dict[str, tf.Tensor]], out: Dict[str, tf.Tensor]):
     return merged
 
 
-def _scoring_fn(context: ExportContext, dtype: tf.DType, jit_compile: bool):
-    """The AnoGAN score of `images` of `dtype` (see `validate_images`)."""
-    g, d, params = context.generator, context.discriminator, context.params
-    h, w, c = context.model_config.image_shape
+def _mapping_fn(context: ExportContext, jit_compile: bool):
+    """Checked float32 images [N, H, W, C] -> the score outputs.
 
-    def run_loop(x, z0):
+    Runs every restart and keeps each image's lowest mapping loss. Built
+    once per `jit_compile` and shared by the float and uint8 endpoints, so
+    the mapping graph is traced (and stored in the SavedModel) once.
+    """
+    key = ("mapping", jit_compile)
+    if key in context.cache:
+        return context.cache[key]
+    g, d, params = context.generator, context.discriminator, context.params
+    x_spec = tf.TensorSpec((None,) + context.model_config.image_shape,
+                           tf.float32)
+    z_spec = tf.TensorSpec([None, params.latent_dim], tf.float32)
+
+    # With XLA only this loop is compiled: z0's fingerprint seeds (which XLA
+    # cannot compile) and the input checks stay in the plain outer functions.
+    @tf.function(input_signature=[x_spec, z_spec], jit_compile=jit_compile)
+    def mapping_loop(x, z0):
         return latent.map_latents(g, d, x, z0, params)
 
-    if jit_compile:
-        # Only the loop is compiled: z0's fingerprint seeds and the asserts
-        # stay in the outer, plain function.
-        run_loop = tf.function(run_loop, jit_compile=True, input_signature=[
-            tf.TensorSpec([None, h, w, c], tf.float32),
-            tf.TensorSpec([None, params.latent_dim], tf.float32)])
+    @tf.function(input_signature=[x_spec], jit_compile=False)
+    def map_images(x):
+        best = None
+        for restart in range(context.restarts):
+            z0 = latent.initial_latents(x, params, restart)
+            best = _keep_best(best, mapping_loop(x, z0))
+        return {k: best[k] for k in SCORE_OUTPUT_KEYS}
+
+    context.cache[key] = map_images
+    return map_images
+
+
+def _scoring_fn(context: ExportContext, dtype: tf.DType, jit_compile: bool):
+    """The AnoGAN score of `images` of `dtype` (see `validate_images`)."""
+    map_images = _mapping_fn(context, jit_compile)
 
     @tf.function(input_signature=[tf.TensorSpec(None, dtype, name=IMAGES_KEY)],
                  jit_compile=False)
     def score(images):
-        x = validate_images(images, context.model_config)
-        best = None
-        for restart in range(context.restarts):
-            z0 = latent.initial_latents(x, params, restart)
-            best = _keep_best(best, run_loop(x, z0))
-        return {key: best[key] for key in SCORE_OUTPUT_KEYS}
+        return map_images(validate_images(images, context.model_config))
 
     return score
 
