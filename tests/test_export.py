@@ -161,6 +161,20 @@ def test_warmup_file_is_a_predict_log_the_model_accepts(exported):
     assert np.all(np.isfinite(out["anomaly_score"]))
 
 
+def test_session_loader_runs_the_export_like_the_model_server(exported,
+                                                              images):
+    # TF1 Session + loader.load, XLA off: fails on uninitialised variables
+    # (tensorflow/serving#2250), which tf.saved_model.load would hide. The
+    # XLA twins in this export must not stop the plain signatures loading.
+    _, version_dir, loaded = exported
+    model = serving_server.LoopbackModel(version_dir)
+    from_session = model.run("serving_default", {"images": images})
+    served = _run(loaded.signatures["serving_default"], images=images)
+    for key in SCORE_KEYS:
+        np.testing.assert_allclose(from_session[key], served[key], rtol=1e-6,
+                                   atol=1e-6, err_msg=key)
+
+
 # --- parity with the in-process mapper ------------------------------------------
 
 @pytest.fixture(scope="module")
