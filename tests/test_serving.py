@@ -206,7 +206,7 @@ def test_concurrent_requests_match_sequential_results(grpc_server, loaded):
                               for r in part]
     client.close()
     assert len(concurrent_results) == 200
-    alone = {key: _direct_float(loaded, pool)[key] for key in SCORES}
+    alone = _direct_float(loaded, pool)
     for rows, seq, conc in zip(requests, sequential, concurrent_results):
         for key in SCORES:
             np.testing.assert_array_equal(conc[key], seq[key], err_msg=key)
