@@ -12,9 +12,11 @@ A scan is rendered in three steps:
    scans have a foveal dip (inner layers thinning towards a pit), and some
    scans have vessel shadows (vertical bands of lower signal).
 2. Anomalies, only in anomalous scans, painted into the reflectivity:
-   "fluid" -- 1 to 3 dark cyst-like blobs (irregular ellipses, 6-20 px at a
-   height of 128, scaled with the height) in the inner/outer nuclear layers;
-   "focus" -- 1 to 4 hyperreflective foci (bright dots 2-4 px across) inside
+   "fluid" -- 1 to 3 dark cyst-like blobs (irregular ellipses, 10-28 px
+   wide at a height of 128, scaled with the height): intraretinal cysts
+   centred on the OPL (so they cut through it between the nuclear layers) or
+   subretinal fluid between the ellipsoid zone and the RPE;
+   "focus" -- 1 to 4 hyperreflective foci (bright dots 3-5 px across) inside
    the retina; or both ("fluid+focus").
 3. Display. Multiplicative gamma speckle (mean 1), a slight Gaussian blur,
    a per-scan gain and offset and a gentle lateral illumination change, then
@@ -63,7 +65,7 @@ _LAYERS = (
     ("rpe", 0.12, 0.95),
 )
 _INNER = 4  # Layers 0..3 thin out at the fovea.
-_INL, _ONL = 2, 4
+_INL, _OPL, _ONL, _OS = 2, 3, 4, 6
 _VITREOUS = 0.03
 # A display-space change larger than this counts as "altered" (in [0, 1]).
 _MASK_EPS = 0.02
@@ -222,14 +224,19 @@ def _paint_anomalies(rng: np.random.Generator, scene: _Scene
         for _ in range(rng.integers(1, 4)):
             cx = rng.uniform(0.12, 0.88) * w
             col = int(np.clip(round(cx), 0, w - 1))
-            layer = _INL if rng.random() < 0.4 else _ONL
-            top, bot = b[layer, col], b[layer + 1, col]
-            rx = rng.uniform(3.0, 10.0) * scale
-            # Keep the pocket inside the retina, below the RNFL, above the EZ.
-            room = 0.5 * (b[5, col] - b[1, col])
-            ry = max(1.5 * scale, min(rx * rng.uniform(0.5, 0.9), 0.9 * room))
-            cy = np.clip(top + rng.uniform(0.3, 0.7) * (bot - top),
-                         b[1, col] + ry, b[5, col] - ry)
+            rx = rng.uniform(5.0, 14.0) * scale
+            # Keep the pocket inside the retina, below the RNFL, above the RPE.
+            room = 0.5 * (b[7, col] - b[1, col])
+            ry = max(2.0 * scale, min(rx * rng.uniform(0.5, 0.9), 0.9 * room))
+            if rng.random() < 0.7:
+                # Intraretinal cyst: centred on the OPL, so it cuts through
+                # the bright OPL between the dark nuclear layers.
+                cy = 0.5 * (b[_OPL, col] + b[_OPL + 1, col])
+            else:
+                # Subretinal fluid: a dark pocket between the ellipsoid zone
+                # and the RPE.
+                cy = 0.5 * (b[_OS, col] + b[_OS + 1, col])
+            cy = float(np.clip(cy, b[1, col] + ry, b[7, col] - ry))
             alpha = _blob_alpha(h, w, cy, cx, ry, rx, edge=0.3,
                                 wobble=rng.uniform(0.0, 0.08, size=3),
                                 phases=rng.uniform(0, 2 * np.pi, size=3))
@@ -241,7 +248,7 @@ def _paint_anomalies(rng: np.random.Generator, scene: _Scene
             cx = rng.uniform(0.08, 0.92) * w
             col = int(np.clip(round(cx), 0, w - 1))
             cy = rng.uniform(b[1, col], b[5, col])
-            r = max(1.0, rng.uniform(1.0, 2.0) * scale)
+            r = max(1.0, rng.uniform(1.5, 2.5) * scale)
             alpha = _blob_alpha(h, w, cy, cx, r, r, edge=0.5,
                                 wobble=np.zeros(1), phases=np.zeros(1))
             level = rng.uniform(0.85, 1.0)
