@@ -27,10 +27,11 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from anogan_tf import config as config_lib
 from anogan_tf.config import ConfigError, MappingConfig, ModelConfig
 from anogan_tf.export import signatures
 from anogan_tf.mapping.latent import MappingParams
+from anogan_tf.models.io import (DISCRIMINATOR_FILE, ENCODER_FILE,
+                                 GENERATOR_FILE, load_encoder, load_model_dir)
 
 __all__ = [
     "export_model",
@@ -45,30 +46,11 @@ __all__ = [
     "WARMUP_BATCH",
 ]
 
-GENERATOR_FILE = "generator.keras"
-DISCRIMINATOR_FILE = "discriminator.keras"
-ENCODER_FILE = "encoder.keras"
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 EXPORT_INFO_FILE = os.path.join("assets.extra", "anogan_export.json")
 WARMUP_BATCH = 2
 
 _VERSION_RE = re.compile(r"^[0-9]+$")
-
-
-def _load_keras(path: str, model_dir: str):
-    import anogan_tf.models  # noqa: F401  (registers Generator/Discriminator)
-    if not os.path.isfile(path):
-        raise ConfigError(
-            f"No {os.path.basename(path)} in model_dir {model_dir!r} (looked "
-            f"for {path}). Pass the folder that `anogan-train --model_dir=...` "
-            f"wrote after training finished, or train a model first.")
-    try:
-        return keras.saving.load_model(path, compile=False)
-    except Exception as e:  # keras raises many types for a corrupt archive
-        raise ConfigError(
-            f"Could not load {path}: {type(e).__name__}: {e}. The file is "
-            f"corrupt or from another anogan_tf version; re-run anogan-train "
-            f"with --model_dir={model_dir} to rewrite it.") from e
 
 
 def load_trained_models(model_dir: str):
@@ -78,35 +60,10 @@ def load_trained_models(model_dir: str):
       ConfigError: the model dir, its config.json or a model file is missing
         or unreadable, or the models do not match config.json.
     """
-    if not os.path.isdir(model_dir):
-        raise ConfigError(
-            f"model_dir {model_dir!r} does not exist. Pass the folder that "
-            f"`anogan-train --model_dir=...` wrote.")
-    model_config = config_lib.load_model_config(model_dir)
-    generator = _load_keras(os.path.join(model_dir, GENERATOR_FILE), model_dir)
-    discriminator = _load_keras(os.path.join(model_dir, DISCRIMINATOR_FILE),
-                                model_dir)
-    got = (getattr(generator, "image_size", None),
-           getattr(generator, "channels", None),
-           getattr(generator, "latent_dim", None),
-           getattr(discriminator, "image_size", None),
-           getattr(discriminator, "channels", None))
-    want = (model_config.image_size, model_config.channels,
-            model_config.latent_dim, model_config.image_size,
-            model_config.channels)
-    if got != want:
-        raise ConfigError(
-            f"The models in {model_dir} do not match its config.json: "
-            f"(G image_size, channels, latent_dim, D image_size, channels) = "
-            f"{got}, config.json says {want}. Re-train, or restore the "
-            f"matching config.json.")
-    encoder = None
-    encoder_path = os.path.join(model_dir, ENCODER_FILE)
-    if os.path.isfile(encoder_path):
-        # No encoder signature exists yet (see signatures.ENDPOINTS); loading
-        # it here lets a later issue register score_fast/score_hybrid.
-        encoder = _load_keras(encoder_path, model_dir)
-    return model_config, generator, discriminator, encoder
+    model_config, generator, discriminator = load_model_dir(model_dir)
+    # No encoder signature exists yet (see signatures.ENDPOINTS); loading it
+    # here lets a later issue register score_fast/score_hybrid.
+    return model_config, generator, discriminator, load_encoder(model_dir)
 
 
 def existing_versions(export_dir: str) -> Tuple[int, ...]:

@@ -3,36 +3,49 @@
 from __future__ import annotations
 
 import os
-from typing import Tuple
+from typing import Optional, Tuple
 
 import keras
 
 from anogan_tf.config import ConfigError, ModelConfig, load_model_config
 from anogan_tf.models.dcgan import Discriminator, Generator
 
-__all__ = ["load_model_dir", "GENERATOR_FILE", "DISCRIMINATOR_FILE"]
+__all__ = ["load_model_dir", "load_keras_file", "load_encoder",
+           "GENERATOR_FILE", "DISCRIMINATOR_FILE", "ENCODER_FILE"]
 
 GENERATOR_FILE = "generator.keras"
 DISCRIMINATOR_FILE = "discriminator.keras"
+ENCODER_FILE = "encoder.keras"
 
 
-def _load(path: str, kind: type):
+def load_keras_file(path: str, model_dir: str, kind: Optional[type] = None):
+    """Loads one `.keras` file of a model dir, with errors that say the fix.
+
+    Raises:
+      ConfigError: the file is missing, unreadable, or not of class `kind`.
+    """
     if not os.path.isfile(path):
         raise ConfigError(
-            f"Missing {path}. Train the GAN first (anogan-train "
-            f"--model_dir={os.path.dirname(path)}), or pass the model dir it "
-            f"wrote.")
+            f"No {os.path.basename(path)} in model_dir {model_dir!r} (looked "
+            f"for {path}). Pass the folder that `anogan-train --model_dir=...` "
+            f"wrote after training finished, or train a model first.")
     try:
-        model = keras.saving.load_model(path)
+        model = keras.saving.load_model(path, compile=False)
     except Exception as e:  # keras raises many types for a damaged archive
         raise ConfigError(
-            f"Cannot load {path}: {type(e).__name__}: {e}. The file is damaged "
-            f"or from another version; re-run anogan-train on this model dir "
-            f"to rewrite it from the last checkpoint.") from e
-    if not isinstance(model, kind):
+            f"Could not load {path}: {type(e).__name__}: {e}. The file is "
+            f"corrupt or from another anogan_tf version; re-run anogan-train "
+            f"with --model_dir={model_dir} to rewrite it.") from e
+    if kind is not None and not isinstance(model, kind):
         raise ConfigError(f"{path} holds a {type(model).__name__}, expected a "
                           f"{kind.__name__}.")
     return model
+
+
+def load_encoder(model_dir: str):
+    """The encoder of a model dir, or None when none was trained."""
+    path = os.path.join(model_dir, ENCODER_FILE)
+    return load_keras_file(path, model_dir) if os.path.isfile(path) else None
 
 
 def load_model_dir(model_dir: str) -> Tuple[ModelConfig, Generator, Discriminator]:
@@ -44,12 +57,13 @@ def load_model_dir(model_dir: str) -> Tuple[ModelConfig, Generator, Discriminato
     """
     if not model_dir or not os.path.isdir(model_dir):
         raise ConfigError(
-            f"model_dir {model_dir!r} does not exist. Pass --model_dir=<the "
-            f"folder anogan-train wrote>.")
+            f"model_dir {model_dir!r} does not exist. Pass the folder that "
+            f"`anogan-train --model_dir=...` wrote.")
     config = load_model_config(model_dir)
-    generator = _load(os.path.join(model_dir, GENERATOR_FILE), Generator)
-    discriminator = _load(os.path.join(model_dir, DISCRIMINATOR_FILE),
-                          Discriminator)
+    generator = load_keras_file(os.path.join(model_dir, GENERATOR_FILE),
+                                model_dir, Generator)
+    discriminator = load_keras_file(
+        os.path.join(model_dir, DISCRIMINATOR_FILE), model_dir, Discriminator)
     if (generator.image_size, generator.channels, generator.latent_dim) != (
             config.image_size, config.channels, config.latent_dim):
         raise ConfigError(
