@@ -136,8 +136,10 @@ flags.DEFINE_enum("mode", "iterative", ["iterative", "encoder", "hybrid"],
 flags.DEFINE_string("output_dir", None, "Where scores, maps and reports go.")
 flags.DEFINE_list("inputs", None, "anogan-score input images: files, folders "
                   "(and --data_path/--dataset also work).")
-flags.DEFINE_enum("aggregate", "max", ["max", "mean", "topk_mean"],
-                  "Patch -> image score aggregation.")
+flags.DEFINE_enum("aggregate", "max", ["max", "mean", "topk_mean", "map_max"],
+                  "Image score from its patches: max, mean or topk_mean of the "
+                  "patches' A(x) (the paper scores patches), or map_max, the "
+                  "largest pixel of the stitched residual map.")
 flags.DEFINE_integer("topk", 3, "k for --aggregate=topk_mean.")
 flags.DEFINE_enum("threshold_rule", "percentile", ["percentile", "youden"],
                   "percentile: a percentile of the scores of normal validation "

@@ -254,7 +254,9 @@ class EvalConfig:
 
     Attributes:
       output_dir: Where scores.csv, metrics.json and plots are written.
-      aggregate: Patch-to-image score aggregation: "max", "mean", "topk_mean".
+      aggregate: Patch-to-image score aggregation: "max", "mean",
+        "topk_mean" of the patches' anomaly scores A(x), or "map_max", the
+        largest value of the stitched full-resolution residual map.
       topk: k for topk_mean.
       threshold_rule: "percentile" of normal validation scores (default) or
         "youden" (Youden's J on the labelled test data).
@@ -272,9 +274,10 @@ class EvalConfig:
     max_map_images: int = 8
 
     def __post_init__(self):
-        if self.aggregate not in ("max", "mean", "topk_mean"):
+        if self.aggregate not in ("max", "mean", "topk_mean", "map_max"):
             raise ConfigError(
-                f"aggregate must be max|mean|topk_mean, got {self.aggregate!r}.")
+                f"aggregate must be max|mean|topk_mean|map_max, got "
+                f"{self.aggregate!r}.")
         if self.threshold_rule not in ("percentile", "youden"):
             raise ConfigError(
                 f"threshold_rule must be 'percentile' or 'youden', got "

@@ -53,6 +53,9 @@ def test_evaluate_writes_every_file_and_is_batch_size_invariant(model_dir, tmp_p
                 "threshold", "pixel_auroc", "pixel_auprc"):
         assert np.isfinite(m[key]), key
     assert m["threshold_rule"].startswith("percentile 95")
+    by_agg = m["image_auroc_by_aggregate"]
+    assert set(by_agg) == {"max", "mean", "topk_mean", "map_max"}
+    assert by_agg["max"] == pytest.approx(m["image_auroc"])  # the default
     assert m["mode"] == "iterative" and m["n_normal"] == 4 and m["n_anomalous"] == 4
     a, b = _scores(os.path.join(outs[0], "scores.csv")), _scores(
         os.path.join(outs[1], "scores.csv"))

@@ -52,3 +52,24 @@ def test_pixel_metrics():
     inverted = m.pixel_metrics(masks, 1.0 - masks)
     assert inverted["pixel_auroc"] == pytest.approx(0.0)
     assert m.pixel_metrics(np.zeros((1, 4, 4)), perfect) == {}
+
+
+def test_map_max_aggregation_ranks_by_the_strongest_pixel():
+    import dataclasses
+    from anogan_tf.config import DataConfig, MappingConfig, ModelConfig
+    from anogan_tf.data import ImageSet
+    from anogan_tf.models import build_models
+    from anogan_tf.scoring import score_image_set
+    cfg = ModelConfig(image_size=32, latent_dim=8, base_filters=4)
+    g, d = build_models(cfg)
+    images = np.zeros((2, 64, 64, 1), np.float32)
+    images[1, 40, 10] = 1.0  # one bright pixel: image 1 must rank higher
+    s = score_image_set(ImageSet(images, ("a", "b")), g, d, cfg,
+                        DataConfig(image_size=32, patch_stride=32),
+                        MappingConfig(steps=2, batch_size=8, jit_compile=False),
+                        aggregate="map_max", progress=False)
+    np.testing.assert_allclose(s.image_scores, s.maps.reshape(2, -1).max(1))
+    assert s.image_scores[1] > s.image_scores[0]
+    # The residual column is still the per-patch max.
+    assert s.image_residual[0] == pytest.approx(
+        s.mapping.residual_score[s.patches.image_index == 0].max())

@@ -111,10 +111,15 @@ def score_image_set(images: ImageSet, generator, discriminator,
     result = mapper.map(patches.patches, progress=progress, label=label)
     seconds = time.perf_counter() - start
     n = len(images.images)
-    agg = lambda s: metrics_lib.aggregate_patch_scores(  # noqa: E731
-        s, patches.image_index, n, aggregate, topk)
     maps = stitch_maps(result.residual_map, patches, n)
-    return ScoredImages(images, patches, result, agg(result.anomaly_score),
+    # "map_max" ranks images by their strongest pixel of the stitched
+    # residual map; the residual and discrimination columns then use "max".
+    patch_how = "max" if aggregate == "map_max" else aggregate
+    agg = lambda s: metrics_lib.aggregate_patch_scores(  # noqa: E731
+        s, patches.image_index, n, patch_how, topk)
+    image_scores = (maps.reshape(n, -1).max(axis=1).astype(np.float64)
+                    if aggregate == "map_max" else agg(result.anomaly_score))
+    return ScoredImages(images, patches, result, image_scores,
                         agg(result.residual_score),
                         agg(result.discrimination_score), maps, seconds)
 
@@ -346,6 +351,16 @@ def run_evaluate(model_dir: str, data_config: DataConfig,
         rule, labels, scored.image_scores, normal_scores,
         eval_config.threshold_percentile)
     result = metrics_lib.image_metrics(labels, scored.image_scores, threshold)
+    # Every aggregation's AUROC from the same mapping, for choosing one.
+    by_aggregate = {}
+    for how in ("max", "mean", "topk_mean"):
+        s = metrics_lib.aggregate_patch_scores(
+            scored.mapping.anomaly_score, scored.patches.image_index,
+            len(labels), how, eval_config.topk)
+        by_aggregate[how] = metrics_lib.image_metrics(labels, s, 0.0)["image_auroc"]
+    by_aggregate["map_max"] = metrics_lib.image_metrics(
+        labels, scored.maps.reshape(len(labels), -1).max(axis=1), 0.0)["image_auroc"]
+    result["image_auroc_by_aggregate"] = by_aggregate
     if test.masks is not None:
         result.update(metrics_lib.pixel_metrics(test.masks, scored.maps))
     result.update({
