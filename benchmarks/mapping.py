@@ -33,7 +33,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -134,17 +134,15 @@ def time_naive(g, d, config, image_size: int, steps: int, target: float,
 
 
 def time_mapper(g, d, config, image_size: int, batch: int, jit: bool,
-                steps: int, target: float, reps: int,
-                per_step_guess: Optional[float] = None) -> Dict[str, float]:
+                steps: int, target: float, reps: int) -> Dict[str, float]:
     from anogan_tf.mapping.mapper import LatentMapper
     x = _common.random_images(batch, image_size, config.channels, 2)
     m0 = LatentMapper(g, d, _params(config, 0), batch_size=batch,
                       jit_compile=jit)
     t0 = _common.time_calls(lambda: m0.map_batch(x), reps=max(3, reps))
-    if per_step_guess is None:
-        # The 0-step call runs ~1.5 forward passes of G+D and a step ~1.
-        per_step_guess = t0["median"] / 1.5
-    s = _choose_steps(per_step_guess, target)
+    # The 0-step call runs ~1.5 forward passes of G+D and a step ~1 (forward
+    # plus input gradients); only used to choose S.
+    s = _choose_steps(t0["median"] / 1.5, target)
     ms = LatentMapper(g, d, _params(config, s), batch_size=batch,
                       jit_compile=jit)
     ts = _common.time_calls(lambda: ms.map_batch(x), reps=reps)
@@ -237,7 +235,6 @@ def main(argv):
                 continue
             last = None  # (batch, per-step seconds) of the previous batch
             for batch in batches:
-                guess = None
                 if last is not None:
                     guess = last[1] * batch / last[0]  # linear in B (upper)
                     # Two steps plus the fixed part (~1.5 steps).
@@ -252,7 +249,7 @@ def main(argv):
                         print("  " + msg, flush=True)
                         continue
                 r = time_mapper(g, d, config, size, batch, method == "xla",
-                                steps, target, reps, guess)
+                                steps, target, reps)
                 r.update(base_filters=b, batch=batch, method=method)
                 last = (batch, r["per_step_ms"] / 1e3)
                 rows.append(r)
