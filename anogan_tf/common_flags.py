@@ -25,6 +25,7 @@ __all__ = [
     "eval_config_from_flags",
     "resolved_flags_text",
     "model_config_for_scoring",
+    "scoring_configs_from_flags",
 ]
 
 FLAGS = flags.FLAGS
@@ -246,6 +247,18 @@ def model_config_for_scoring(model_dir: str) -> config_lib.ModelConfig:
                 f"{model_dir} ({name}={getattr(model_config, name)}). Drop the "
                 f"flag (it is read from config.json) or use a matching model.")
     return model_config
+
+
+def scoring_configs_from_flags():
+    """(ModelConfig, DataConfig, MappingConfig, EvalConfig) for score/evaluate.
+
+    The model's own config.json fixes image_size and channels.
+    """
+    model_config = model_config_for_scoring(FLAGS.model_dir)
+    data_config = data_config_from_flags(model_config.image_size,
+                                         model_config.channels)
+    return (model_config, data_config, mapping_config_from_flags(),
+            eval_config_from_flags())
 
 
 def resolved_flags_text() -> str:

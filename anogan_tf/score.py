@@ -23,11 +23,8 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     from anogan_tf.scoring import run_score
     try:
-        model_config = cf.model_config_for_scoring(FLAGS.model_dir)
-        data_config = cf.data_config_from_flags(model_config.image_size,
-                                                model_config.channels)
-        mapping_config = cf.mapping_config_from_flags()
-        eval_config = cf.eval_config_from_flags()
+        _, data_config, mapping_config, eval_config = (
+            cf.scoring_configs_from_flags())
         logging.info("MappingConfig: %s", mapping_config)
         summary = run_score(FLAGS.model_dir, data_config, mapping_config,
                             eval_config, inputs=FLAGS.inputs,

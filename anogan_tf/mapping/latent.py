@@ -26,6 +26,7 @@ __all__ = [
     "MappingParams",
     "image_seeds",
     "initial_latents",
+    "residual_and_discrimination",
     "mapping_objective",
     "adam_update",
     "project_to_prior",
@@ -99,9 +100,13 @@ def project_to_prior(z, prior: str):
     return tf.clip_by_value(z, -1.0, 1.0) if prior == "uniform" else z
 
 
-def mapping_objective(generator, discriminator, x, fx, z,
-                      params: MappingParams):
-    """Per-image mapping loss L(z) (eq. 5) with G and D frozen. Returns [N]."""
+def residual_and_discrimination(generator, discriminator, x, fx, z,
+                                params: MappingParams):
+    """G(z), R = L_R(z) and D = L_D(z) with G and D frozen (eqs. 3 and 4).
+
+    Returns:
+      (G(z) [N, H, W, C], R [N], D [N]).
+    """
     gz = generator(z, training=False)
     logits, fgz = discriminator.logits_and_features(gz, training=False)
     r = losses.residual_loss(x, gz)
@@ -109,6 +114,14 @@ def mapping_objective(generator, discriminator, x, fx, z,
         d = losses.bce_discrimination_loss(logits)
     else:
         d = losses.feature_matching_loss(fx, fgz)
+    return gz, r, d
+
+
+def mapping_objective(generator, discriminator, x, fx, z,
+                      params: MappingParams):
+    """Per-image mapping loss L(z) (eq. 5) with G and D frozen. Returns [N]."""
+    _, r, d = residual_and_discrimination(generator, discriminator, x, fx, z,
+                                          params)
     return losses.weighted_score(r, d, params.lambda_weight)
 
 
@@ -130,13 +143,8 @@ def adam_update(z, grad, m, v, t, params: MappingParams):
 def final_outputs(generator, discriminator, x, fx, x_logits, z,
                   params: MappingParams) -> Dict[str, tf.Tensor]:
     """Scores and maps at z* (eq. 6) plus the mapping loss used by restarts."""
-    gz = generator(z, training=False)
-    logits, fgz = discriminator.logits_and_features(gz, training=False)
-    r = losses.residual_loss(x, gz)
-    if params.discrimination_loss == "bce":
-        d = losses.bce_discrimination_loss(logits)
-    else:
-        d = losses.feature_matching_loss(fx, fgz)
+    gz, r, d = residual_and_discrimination(generator, discriminator, x, fx, z,
+                                           params)
     mapping_loss = losses.weighted_score(r, d, params.lambda_weight)
     if params.score == "residual":
         a = r
