@@ -109,7 +109,7 @@ flags.DEFINE_float("divergence_threshold", 1e4,
 
 # --- mapping ----------------------------------------------------------------
 flags.DEFINE_integer("mapping_steps", 500, "Latent mapping steps Gamma (the paper: 500).")
-flags.DEFINE_float("mapping_lr", 0.05, "Adam learning rate on z (see the sweep "
+flags.DEFINE_float("mapping_lr", 0.1, "Adam learning rate on z (see the sweep "
                    "in BENCHMARKS.md).")
 flags.DEFINE_float("mapping_beta_1", 0.9, "Adam beta_1 on z.")
 flags.DEFINE_float("mapping_beta_2", 0.999, "Adam beta_2 on z.")

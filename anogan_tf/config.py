@@ -210,7 +210,7 @@ class MappingConfig:
     """
 
     steps: int = 500
-    lr: float = 0.05
+    lr: float = 0.1
     beta_1: float = 0.9
     beta_2: float = 0.999
     epsilon: float = 1e-7
