@@ -87,8 +87,8 @@ flags.DEFINE_string("model_dir", None, "Model dir (config.json, flags.cfg, "
                     "generator.keras, discriminator.keras, checkpoints/, "
                     "samples/, logs/).")
 flags.DEFINE_enum("stage", "gan", ["gan", "encoder"],
-                  "What anogan-train trains: the GAN, or (later) the f-AnoGAN "
-                  "encoder for a trained GAN.")
+                  "What anogan-train trains: the GAN, or the f-AnoGAN encoder "
+                  "for the trained GAN in --model_dir (see docs/encoder.md).")
 flags.DEFINE_integer("batch_size", 64, "Training batch size.")
 flags.DEFINE_integer("epochs", 10, "Total epochs; a larger value resumes.")
 flags.DEFINE_integer("steps_per_epoch", 0,
@@ -104,6 +104,12 @@ flags.DEFINE_boolean("jit_compile", False,
                      "on 2 CPU cores the un-jitted step was faster at demo size "
                      "(see BENCHMARKS.md).")
 flags.DEFINE_integer("sample_every", 1, "Write a sample grid every N epochs.")
+flags.DEFINE_float("encoder_lr", 1e-4,
+                   "--stage=encoder: Adam learning rate of the encoder "
+                   "(betas 0.9, 0.999).")
+flags.DEFINE_float("kappa", 1.0,
+                   "f-AnoGAN kappa: weight of the feature term in the encoder's "
+                   "izi_f loss and in the --mode=encoder score.")
 flags.DEFINE_float("divergence_threshold", 1e4,
                    "Stop with an error when a loss exceeds this or is NaN/Inf.")
 
@@ -209,7 +215,8 @@ def train_config_from_flags() -> config_lib.TrainConfig:
         beta_2=FLAGS.beta_2, n_critic=FLAGS.n_critic,
         gp_weight=FLAGS.gp_weight, jit_compile=FLAGS.jit_compile,
         seed=FLAGS.seed, sample_every=FLAGS.sample_every,
-        divergence_threshold=FLAGS.divergence_threshold)
+        divergence_threshold=FLAGS.divergence_threshold,
+        encoder_lr=FLAGS.encoder_lr, kappa=FLAGS.kappa)
 
 
 def mapping_config_from_flags() -> config_lib.MappingConfig:
@@ -221,7 +228,8 @@ def mapping_config_from_flags() -> config_lib.MappingConfig:
         lambda_weight=FLAGS.lambda_weight,
         batch_size=FLAGS.mapping_batch_size, restarts=FLAGS.restarts,
         seed=FLAGS.seed, discrimination_loss=discrimination, score=score,
-        jit_compile=FLAGS.mapping_jit_compile, mode=FLAGS.mode)
+        jit_compile=FLAGS.mapping_jit_compile, mode=FLAGS.mode,
+        kappa=FLAGS.kappa)
 
 
 def eval_config_from_flags() -> config_lib.EvalConfig:

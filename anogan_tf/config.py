@@ -159,6 +159,10 @@ class TrainConfig:
       seed: Seed of the model's SeedGenerator and weight init.
       sample_every: Write a sample grid every this many epochs.
       divergence_threshold: Stop when a loss exceeds it (or is NaN/Inf).
+      encoder_lr: Adam learning rate of the f-AnoGAN encoder
+        (`--stage=encoder`; Adam betas 0.9, 0.999).
+      kappa: kappa in the encoder's izi_f loss
+        MSE(x, G(E(x))) + kappa * MSE(f(x), f(G(E(x)))) (f-AnoGAN: 1).
     """
 
     model_dir: str
@@ -175,6 +179,8 @@ class TrainConfig:
     seed: int = 0
     sample_every: int = 1
     divergence_threshold: float = 1e4
+    encoder_lr: float = 1e-4
+    kappa: float = 1.0
 
     def __post_init__(self):
         if self.batch_size < 1:
@@ -187,6 +193,9 @@ class TrainConfig:
                 f"{self.steps_per_epoch}.")
         if self.n_critic < 1:
             raise ConfigError(f"n_critic must be >= 1, got {self.n_critic}.")
+        if self.kappa < 0:
+            raise ConfigError(f"kappa must be >= 0 (f-AnoGAN: 1), got "
+                              f"{self.kappa}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,7 +215,11 @@ class MappingConfig:
       score: Which value fills `anomaly_score`: "anogan" (A(x)), "residual",
         "feature", "d_output" or "bce".
       jit_compile: XLA for the mapping loop; always explicit.
-      mode: "iterative" (the paper); "encoder"/"hybrid" need an encoder.
+      mode: "iterative" (the paper); "encoder" (f-AnoGAN: one pass
+        z = E(x)) or "hybrid" (z0 = E(x), then `steps` mapping steps); both
+        need `<model_dir>/encoder.keras`.
+      kappa: kappa of the encoder-mode score
+        MSE(x, G(E(x))) + kappa * MSE(f(x), f(G(E(x)))) (f-AnoGAN: 1).
     """
 
     steps: int = 500
@@ -222,6 +235,7 @@ class MappingConfig:
     score: str = "anogan"
     jit_compile: bool = True
     mode: str = "iterative"
+    kappa: float = 1.0
 
     def __post_init__(self):
         if self.steps < 0:
@@ -246,6 +260,9 @@ class MappingConfig:
         if self.mode not in ("iterative", "encoder", "hybrid"):
             raise ConfigError(
                 f"mode must be iterative|encoder|hybrid, got {self.mode!r}.")
+        if self.kappa < 0:
+            raise ConfigError(f"kappa must be >= 0 (f-AnoGAN: 1), got "
+                              f"{self.kappa}.")
 
 
 @dataclasses.dataclass(frozen=True)

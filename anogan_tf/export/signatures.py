@@ -20,8 +20,12 @@ in-process reuse: their outer function validates and draws z0 (the seed
 fingerprint cannot be compiled) and calls an inner `jit_compile=True`
 function for the loop.
 
-`ENDPOINTS` lists the builders; a later issue adds `score_fast` and
-`score_hybrid` there, available only when the model dir has an encoder.
+`ENDPOINTS` lists the builders. `score_fast` (f-AnoGAN: one pass z = E(x),
+score image MSE + kappa * feature MSE, `latent.encoder_outputs`) and
+`score_hybrid` (the AnoGAN mapping started at E(x); further restarts draw
+from the prior) are available only when the model dir has an encoder. Both
+take the same float32 `images` as serving_default, with the same checks, and
+return the same output keys.
 """
 
 from __future__ import annotations
@@ -206,7 +210,12 @@ def _mapping_fn(context: ExportContext, jit_compile: bool):
     once per `jit_compile` and shared by the float and uint8 endpoints, so
     the mapping graph is traced (and stored in the SavedModel) once.
     """
-    key = ("mapping", jit_compile)
+    return _restarts_fn(context, jit_compile, from_encoder=False)
+
+
+def _mapping_loop(context: ExportContext, jit_compile: bool):
+    """(x, z0) -> the mapping's final outputs; traced once per jit_compile."""
+    key = ("mapping_loop", jit_compile)
     if key in context.cache:
         return context.cache[key]
     g, d, params = context.generator, context.discriminator, context.params
@@ -220,11 +229,33 @@ def _mapping_fn(context: ExportContext, jit_compile: bool):
     def mapping_loop(x, z0):
         return latent.map_latents(g, d, x, z0, params)
 
+    context.cache[key] = mapping_loop
+    return mapping_loop
+
+
+def _restarts_fn(context: ExportContext, jit_compile: bool,
+                 from_encoder: bool):
+    """Checked float32 images -> outputs of the best of the restarts.
+
+    Restart 0 starts at E(x) when `from_encoder` (the hybrid mode), else at a
+    prior draw; the other restarts draw from the prior.
+    """
+    key = ("mapping", jit_compile, from_encoder)
+    if key in context.cache:
+        return context.cache[key]
+    params = context.params
+    mapping_loop = _mapping_loop(context, jit_compile)
+    x_spec = tf.TensorSpec((None,) + context.model_config.image_shape,
+                           tf.float32)
+
     @tf.function(input_signature=[x_spec], jit_compile=False)
     def map_images(x):
         best = None
         for restart in range(context.restarts):
-            z0 = latent.initial_latents(x, params, restart)
+            if from_encoder and restart == 0:
+                z0 = latent.encode(context.encoder, x, params)
+            else:
+                z0 = latent.initial_latents(x, params, restart)
             best = _keep_best(best, mapping_loop(x, z0))
         return {k: best[k] for k in SCORE_OUTPUT_KEYS}
 
@@ -266,13 +297,47 @@ def _build_generate(context: ExportContext, jit_compile: bool):
     return generate
 
 
+def _build_score_fast(context: ExportContext, jit_compile: bool):
+    del jit_compile  # one forward pass; exported without XLA
+    g, d, params = context.generator, context.discriminator, context.params
+
+    @tf.function(input_signature=[tf.TensorSpec(None, tf.float32,
+                                                name=IMAGES_KEY)],
+                 jit_compile=False)
+    def score_fast(images):
+        x = validate_images(images, context.model_config)
+        x_logits, fx = d.logits_and_features(x, training=False)
+        z = latent.encode(context.encoder, x, params)
+        out = latent.encoder_outputs(g, d, x, fx, x_logits, z, params)
+        return {k: out[k] for k in SCORE_OUTPUT_KEYS}
+
+    return score_fast
+
+
+def _build_score_hybrid(context: ExportContext, jit_compile: bool):
+    map_images = _restarts_fn(context, jit_compile, from_encoder=True)
+
+    @tf.function(input_signature=[tf.TensorSpec(None, tf.float32,
+                                                name=IMAGES_KEY)],
+                 jit_compile=False)
+    def score_hybrid(images):
+        return map_images(validate_images(images, context.model_config))
+
+    return score_hybrid
+
+
+def _has_encoder(context: ExportContext) -> bool:
+    return context.encoder is not None
+
+
 # Signature name -> builder. serving_default comes first: TF Serving needs it.
-# A later issue adds "score_fast" and "score_hybrid" here with
-# available=lambda context: context.encoder is not None.
 ENDPOINTS: Dict[str, EndpointSpec] = {
     "serving_default": EndpointSpec(_build_serving_default, xla_twin=True),
     "serving_uint8": EndpointSpec(_build_serving_uint8, xla_twin=True),
     "generate": EndpointSpec(_build_generate),
+    "score_fast": EndpointSpec(_build_score_fast, available=_has_encoder),
+    "score_hybrid": EndpointSpec(_build_score_hybrid, xla_twin=True,
+                                 available=_has_encoder),
 }
 
 

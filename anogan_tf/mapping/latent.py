@@ -11,6 +11,12 @@ stateless philox generator, seeded by (fingerprint of the image's 8-bit
 quantised content, global seed, restart index). A score therefore depends
 only on the image and the seed: not on its batchmates, the batch size, its
 position, or on whether XLA is used.
+
+f-AnoGAN modes (Schlegl et al. 2019): `encode` gives z = E(x);
+`izif_losses` is the encoder's izi_f objective, also the encoder-mode anomaly
+score, and `encoder_outputs` the encoder mode's outputs (same keys as
+`final_outputs`). The hybrid mode is `map_latents` started from E(x). The
+encoder training (`training.encoder`) uses `izif_losses` too.
 """
 
 from __future__ import annotations
@@ -32,6 +38,9 @@ __all__ = [
     "project_to_prior",
     "final_outputs",
     "map_latents",
+    "encode",
+    "izif_losses",
+    "encoder_outputs",
     "OUTPUT_KEYS",
 ]
 
@@ -57,6 +66,7 @@ class MappingParams:
     discrimination_loss: str
     score: str
     seed: int
+    kappa: float = 1.0
 
     @classmethod
     def create(cls, model_config, mapping_config) -> "MappingParams":
@@ -66,7 +76,8 @@ class MappingParams:
                    epsilon=mapping_config.epsilon,
                    lambda_weight=mapping_config.lambda_weight,
                    discrimination_loss=mapping_config.discrimination_loss,
-                   score=mapping_config.score, seed=mapping_config.seed)
+                   score=mapping_config.score, seed=mapping_config.seed,
+                   kappa=mapping_config.kappa)
 
 
 def image_seeds(x, seed: int, restart) -> tf.Tensor:
@@ -192,3 +203,67 @@ def map_latents(generator, discriminator, x, z0, params: MappingParams):
         lambda t, *_: t <= params.steps, body,
         (tf.constant(1, tf.int32), z0, tf.zeros_like(z0), tf.zeros_like(z0)))
     return final_outputs(generator, discriminator, x, fx, x_logits, z, params)
+
+
+def _mean_per_sample(t):
+    t = tf.reshape(t, [tf.shape(t)[0], -1])
+    return tf.reduce_mean(t, axis=1)
+
+
+def encode(encoder, x, params: MappingParams) -> tf.Tensor:
+    """z = E(x) [N, latent_dim] with E frozen, kept in the prior's support."""
+    return project_to_prior(encoder(x, training=False), params.prior)
+
+
+def izif_losses(generator, discriminator, x, fx, z):
+    """The two terms of f-AnoGAN's izi_f loss at z (Schlegl et al. 2019, eq. 7).
+
+    With G and D frozen (training=False):
+      image MSE    = 1/n   ||x - G(z)||^2      (n pixels x channels)
+      feature MSE  = 1/n_d ||f(x) - f(G(z))||^2 (n_d feature map entries)
+    The loss (and the encoder-mode anomaly score, eq. 8) is
+    image MSE + kappa * feature MSE.
+
+    Args:
+      x: Images [N, H, W, C].
+      fx: f(x), D's features of x (computed once by the caller).
+      z: Latent codes [N, latent_dim], e.g. E(x).
+
+    Returns:
+      (G(z) [N, H, W, C], image MSE [N], feature MSE [N]).
+    """
+    gz = generator(z, training=False)
+    fgz = discriminator.features(gz, training=False)
+    return (gz, _mean_per_sample(tf.square(x - gz)),
+            _mean_per_sample(tf.square(fx - fgz)))
+
+
+def encoder_outputs(generator, discriminator, x, fx, x_logits, z,
+                    params: MappingParams) -> Dict[str, tf.Tensor]:
+    """Encoder-mode scores and maps at z = E(x); the keys of `final_outputs`.
+
+    residual_score and discrimination_score hold the image and feature MSE,
+    and `anomaly_score` (for score "anogan") their sum
+    image MSE + kappa * feature MSE. score "residual"/"feature" select one
+    term and "d_output" the discriminator's verdict, as in the iterative mode.
+    """
+    gz, image_mse, feature_mse = izif_losses(generator, discriminator, x, fx,
+                                             z)
+    izif = image_mse + params.kappa * feature_mse
+    if params.score == "residual":
+        a = image_mse
+    elif params.score == "feature":
+        a = feature_mse
+    elif params.score == "d_output":
+        a = losses.d_output_score(x_logits)
+    else:
+        a = izif
+    return {
+        "anomaly_score": a,
+        "residual_score": image_mse,
+        "discrimination_score": feature_mse,
+        "residual_map": losses.residual_map(x, gz),
+        "reconstruction": gz,
+        "latent": z,
+        "mapping_loss": izif,
+    }

@@ -8,6 +8,11 @@ rows are dropped. f(x) and D(x) are computed once per image, before the loop.
 
 Each row of z is one image's latent: the summed loss gives each row its own
 gradient and Adam is elementwise, so images never influence each other.
+
+Modes (f-AnoGAN, with an encoder E): "encoder" replaces the loop by one pass
+z = E(x) and scores with `latent.encoder_outputs`; "hybrid" starts the loop
+(restart 0) at E(x) instead of a prior draw; further restarts draw from the
+prior as in "iterative".
 """
 
 from __future__ import annotations
@@ -60,11 +65,21 @@ class LatentMapper:
       batch_size: Fixed mapping batch size.
       restarts: Initialisations per image; the lowest final loss wins.
       jit_compile: XLA-compile the loop (always explicit).
+      encoder: The f-AnoGAN encoder; needed by modes "encoder" and "hybrid".
+      mode: "iterative" (the paper), "encoder" or "hybrid".
     """
 
     def __init__(self, generator, discriminator, params: MappingParams,
                  batch_size: int = 64, restarts: int = 1,
-                 jit_compile: bool = True):
+                 jit_compile: bool = True, encoder=None,
+                 mode: str = "iterative"):
+        if mode not in ("iterative", "encoder", "hybrid"):
+            raise ValueError(
+                f"mode must be iterative|encoder|hybrid, got {mode!r}.")
+        if mode != "iterative" and encoder is None:
+            raise ValueError(f"mode {mode!r} needs an encoder; got None.")
+        self.encoder = encoder
+        self.mode = mode
         self.generator = generator
         self.discriminator = discriminator
         self.params = params
@@ -84,6 +99,19 @@ class LatentMapper:
             jit_compile=False)
         self._map = tf.function(self._map_batch, input_signature=[spec, zspec],
                                 jit_compile=self.jit_compile)
+        if encoder is not None:
+            self._encode = tf.function(
+                lambda x: latent.encode(self.encoder, x, self.params),
+                input_signature=[spec], jit_compile=self.jit_compile)
+            self._encoder_pass = tf.function(
+                self._encoder_batch, input_signature=[spec],
+                jit_compile=self.jit_compile)
+
+    def _encoder_batch(self, x):
+        x_logits, fx = self.discriminator.logits_and_features(x, training=False)
+        z = latent.encode(self.encoder, x, self.params)
+        return latent.encoder_outputs(self.generator, self.discriminator, x,
+                                      fx, x_logits, z, self.params)
 
     def _map_batch(self, x, z0):
         params = self.params
@@ -113,9 +141,15 @@ class LatentMapper:
         xb = np.zeros((self.batch_size,) + x.shape[1:], np.float32)
         xb[:n] = x
         xb = tf.constant(xb)
+        if self.mode == "encoder":  # one pass; restarts do not apply
+            return {k: v.numpy()[:n] for k, v in self._encoder_pass(xb).items()}
         best = None
         for r in range(self.restarts):
-            out = self._map(xb, self._init(xb, tf.constant(r, tf.int64)))
+            if self.mode == "hybrid" and r == 0:
+                z0 = self._encode(xb)
+            else:
+                z0 = self._init(xb, tf.constant(r, tf.int64))
+            out = self._map(xb, z0)
             out = {k: v.numpy()[:n] for k, v in out.items()}
             if best is None:
                 best = out
@@ -141,7 +175,8 @@ class LatentMapper:
         bar = keras.utils.Progbar(n, unit_name="image",
                                   stateful_metrics=["img/s"]) if progress else None
         if progress:
-            print(f"{label}: {n} images, {self.params.steps} steps, batch "
+            steps = 0 if self.mode == "encoder" else self.params.steps
+            print(f"{label}: {n} images, mode {self.mode}, {steps} steps, batch "
                   f"{self.batch_size}, restarts {self.restarts}, "
                   f"XLA {self.jit_compile}", flush=True)
         parts = []

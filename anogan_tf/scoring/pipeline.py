@@ -21,7 +21,7 @@ from anogan_tf.data import (DataError, ImageSet, PatchSet, extract_patches,
                             load_images, stitch_maps)
 from anogan_tf.data.decode import decode_many
 from anogan_tf.mapping import LatentMapper, MappingParams, MappingResult
-from anogan_tf.models import load_model_dir
+from anogan_tf.models import load_encoder, load_model_dir
 from anogan_tf.scoring import metrics as metrics_lib
 from anogan_tf.scoring import reports
 
@@ -73,11 +73,41 @@ def _check_compatible(images: ImageSet, model_config: ModelConfig,
             f"{model_config.image_size}.")
 
 
+def _check_mode(mapping_config: MappingConfig, encoder,
+                model_dir: Optional[str] = None) -> None:
+    """Raises ConfigError when the mode needs an encoder that is missing."""
+    mode = mapping_config.mode
+    if mode == "iterative":
+        return
+    where = model_dir or "<model_dir>"
+    if encoder is None:
+        raise ConfigError(
+            f"--mode={mode} needs the f-AnoGAN encoder, but {where} has no "
+            f"encoder.keras. Train one for this GAN with `anogan-train "
+            f"--stage=encoder --model_dir={where}` (same data flags as the GAN),"
+            f" or use --mode=iterative.")
+    if mode == "encoder" and mapping_config.score == "bce":
+        raise ConfigError(
+            "--score=bce needs the iterative mapping's bce discrimination "
+            "loss; --mode=encoder scores with image MSE + kappa * feature MSE."
+            " Use --score=anogan (or residual/feature/d_output), or "
+            "--mode=hybrid.")
+
+
+def _load_encoder_for(model_dir: str, mapping_config: MappingConfig):
+    """The model dir's encoder when the mode uses one (else None)."""
+    if mapping_config.mode == "iterative":
+        return None
+    encoder = load_encoder(model_dir)
+    _check_mode(mapping_config, encoder, model_dir)
+    return encoder
+
+
 def score_image_set(images: ImageSet, generator, discriminator,
                     model_config: ModelConfig, data_config: DataConfig,
                     mapping_config: MappingConfig, aggregate: str = "max",
                     topk: int = 3, progress: bool = True,
-                    label: str = "mapping") -> ScoredImages:
+                    label: str = "mapping", encoder=None) -> ScoredImages:
     """Patches, maps and scores every image of `images`.
 
     Args:
@@ -85,19 +115,23 @@ def score_image_set(images: ImageSet, generator, discriminator,
       generator, discriminator: The trained models.
       model_config: Their config.
       data_config: Patch size/stride/ROI.
-      mapping_config: Mapping settings (mode must be "iterative" for now).
+      mapping_config: Mapping settings; mode "encoder" and "hybrid" need
+        `encoder`.
       aggregate, topk: Patch -> image aggregation.
       progress: Show the mapping progress bar.
       label: Progress bar label.
+      encoder: The f-AnoGAN encoder (modes "encoder" and "hybrid").
 
     Returns:
-      ScoredImages.
+      ScoredImages. In mode "encoder" the residual and discrimination
+      scores hold the image and feature MSE at z = E(x) and the anomaly
+      score their sum image MSE + kappa * feature MSE (f-AnoGAN).
+
+    Raises:
+      ConfigError: the mode needs an encoder and none was given.
     """
     _check_compatible(images, model_config, data_config)
-    if mapping_config.mode != "iterative":
-        raise ConfigError(
-            f"--mode={mapping_config.mode} needs an encoder (f-AnoGAN), which "
-            f"this version cannot train yet; use --mode=iterative.")
+    _check_mode(mapping_config, encoder)
     patches = extract_patches(images, data_config.effective_patch_size,
                               data_config.effective_patch_stride,
                               model_config.image_size, roi=data_config.roi,
@@ -106,7 +140,8 @@ def score_image_set(images: ImageSet, generator, discriminator,
                           MappingParams.create(model_config, mapping_config),
                           batch_size=mapping_config.batch_size,
                           restarts=mapping_config.restarts,
-                          jit_compile=mapping_config.jit_compile)
+                          jit_compile=mapping_config.jit_compile,
+                          encoder=encoder, mode=mapping_config.mode)
     start = time.perf_counter()
     result = mapper.map(patches.patches, progress=progress, label=label)
     seconds = time.perf_counter() - start
@@ -278,6 +313,7 @@ def run_score(model_dir: str, data_config: DataConfig,
       A summary dict (counts, paths, images/s).
     """
     model_config, generator, discriminator = load_model_dir(model_dir)
+    encoder = _load_encoder_for(model_dir, mapping_config)
     data_config = dataclasses.replace(data_config,
                                       image_size=model_config.image_size,
                                       channels=model_config.channels)
@@ -286,7 +322,8 @@ def run_score(model_dir: str, data_config: DataConfig,
         images = images.take(eval_config.num_test)
     scored = score_image_set(images, generator, discriminator, model_config,
                              data_config, mapping_config,
-                             eval_config.aggregate, eval_config.topk)
+                             eval_config.aggregate, eval_config.topk,
+                             encoder=encoder)
     out = eval_config.output_dir
     os.makedirs(out, exist_ok=True)
     reports.write_csv(os.path.join(out, "scores.csv"),
@@ -317,6 +354,7 @@ def run_evaluate(model_dir: str, data_config: DataConfig,
       The metrics dict written to metrics.json.
     """
     model_config, generator, discriminator = load_model_dir(model_dir)
+    encoder = _load_encoder_for(model_dir, mapping_config)
     data_config = dataclasses.replace(data_config,
                                       image_size=model_config.image_size,
                                       channels=model_config.channels)
@@ -332,7 +370,7 @@ def run_evaluate(model_dir: str, data_config: DataConfig,
     score = lambda s, label: score_image_set(  # noqa: E731
         s, generator, discriminator, model_config, data_config,
         mapping_config, eval_config.aggregate, eval_config.topk,
-        progress=progress, label=label)
+        progress=progress, label=label, encoder=encoder)
     scored = score(test, "test")
 
     rule = eval_config.threshold_rule
@@ -379,6 +417,7 @@ def run_evaluate(model_dir: str, data_config: DataConfig,
         "mapping_lr": mapping_config.lr,
         "lambda_weight": mapping_config.lambda_weight,
         "restarts": mapping_config.restarts,
+        "kappa": mapping_config.kappa,
         "dataset": data_config.dataset,
         "patches_per_second": float(len(scored.patches.image_index) /
                                     max(scored.seconds, 1e-9)),

@@ -9,6 +9,10 @@ Everything is written below the model dir (never the working directory):
   generator.keras, discriminator.keras  refreshed after every epoch
   samples/epoch_<epoch>.png             a fixed-z sample grid
   logs/                                 TensorBoard scalars and sample images
+
+The f-AnoGAN encoder's training reuses `EpochCheckpoint`, `restore_latest`
+and `DivergenceGuard` with its own checkpoint folder (`checkpoints_encoder/`),
+its own saved model files (`encoder.keras`) and its own loss names.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Optional
+from typing import Callable, Dict, Optional, Sequence
 
 import keras
 import numpy as np
@@ -57,30 +61,43 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     The state file is replaced atomically after the weights are written, so
     a kill at any moment leaves the previous complete checkpoint usable.
+
+    Args:
+      model_dir: The model dir.
+      keep: Checkpoints kept.
+      checkpoint_dir: Folder below model_dir ("checkpoints" for the GAN).
+      model_files: `model_files(trained model) -> {file name: keras.Model}`,
+        the .keras files refreshed in model_dir each epoch; by default the
+        GAN's generator.keras and discriminator.keras.
     """
 
-    def __init__(self, model_dir: str, keep: int = 2):
+    def __init__(self, model_dir: str, keep: int = 2,
+                 checkpoint_dir: str = CHECKPOINT_DIR,
+                 model_files: Optional[
+                     Callable[[keras.Model], Dict[str, keras.Model]]] = None):
         super().__init__()
         self.model_dir = model_dir
-        self.ckpt_dir = os.path.join(model_dir, CHECKPOINT_DIR)
+        self.ckpt_dir = os.path.join(model_dir, checkpoint_dir)
         self.keep = keep
+        self.model_files = model_files or (lambda gan: {
+            GENERATOR_FILE: gan.generator,
+            DISCRIMINATOR_FILE: gan.discriminator})
         os.makedirs(self.ckpt_dir, exist_ok=True)
 
     def on_epoch_end(self, epoch, logs=None):
         gan = self.model
         name = f"ckpt-{epoch + 1:04d}.weights.h5"
         gan.save_weights(os.path.join(self.ckpt_dir, name))
-        _atomic_save_keras(gan.generator,
-                           os.path.join(self.model_dir, GENERATOR_FILE))
-        _atomic_save_keras(gan.discriminator,
-                           os.path.join(self.model_dir, DISCRIMINATOR_FILE))
+        for file_name, model in self.model_files(gan).items():
+            _atomic_save_keras(model, os.path.join(self.model_dir, file_name))
         state = {
             "epoch": epoch + 1,
             "checkpoint": name,
-            "seed_state": np.asarray(
-                gan.seed_generator.state.numpy()).tolist(),
             "logs": {k: float(v) for k, v in (logs or {}).items()},
         }
+        if hasattr(gan, "seed_generator"):
+            state["seed_state"] = np.asarray(
+                gan.seed_generator.state.numpy()).tolist()
         path = os.path.join(self.ckpt_dir, STATE_FILE)
         with open(path + ".tmp", "w") as f:
             json.dump(state, f, indent=2)
@@ -93,12 +110,15 @@ class EpochCheckpoint(keras.callbacks.Callback):
         logging.info("Saved checkpoint %s (epoch %d).", name, epoch + 1)
 
 
-def restore_latest(gan, model_dir: str) -> int:
+def restore_latest(gan, model_dir: str,
+                   checkpoint_dir: str = CHECKPOINT_DIR) -> int:
     """Restores the last finished epoch's state into `gan`.
 
     Args:
-      gan: A compiled `GAN` whose architecture matches the checkpoint.
+      gan: A compiled `GAN` (or any model with `build_optimizers()`) whose
+        architecture matches the checkpoint.
       model_dir: The model dir.
+      checkpoint_dir: Folder below model_dir, as given to EpochCheckpoint.
 
     Returns:
       The number of finished epochs (0 when there is no checkpoint).
@@ -107,23 +127,24 @@ def restore_latest(gan, model_dir: str) -> int:
       RuntimeError: the state file points at a missing or unreadable
         checkpoint; the message says how to recover.
     """
-    path = os.path.join(model_dir, CHECKPOINT_DIR, STATE_FILE)
+    path = os.path.join(model_dir, checkpoint_dir, STATE_FILE)
     if not os.path.exists(path):
         return 0
     try:
         with open(path) as f:
             state = json.load(f)
-        ckpt = os.path.join(model_dir, CHECKPOINT_DIR, state["checkpoint"])
+        ckpt = os.path.join(model_dir, checkpoint_dir, state["checkpoint"])
         gan.build_optimizers()
         gan.load_weights(ckpt)
     except (OSError, ValueError, KeyError) as e:
         raise RuntimeError(
             f"Cannot resume from {path}: {e}. The checkpoint is damaged or was "
             f"written for another architecture. Use a new --model_dir, or "
-            f"delete {os.path.join(model_dir, CHECKPOINT_DIR)} to start over."
+            f"delete {os.path.join(model_dir, checkpoint_dir)} to start over."
         ) from e
-    gan.seed_generator.state.assign(
-        np.asarray(state["seed_state"], dtype=gan.seed_generator.state.dtype))
+    if "seed_state" in state and hasattr(gan, "seed_generator"):
+        gan.seed_generator.state.assign(np.asarray(
+            state["seed_state"], dtype=gan.seed_generator.state.dtype))
     return int(state["epoch"])
 
 
@@ -166,12 +187,17 @@ class DivergenceGuard(keras.callbacks.Callback):
     checkpoint is kept.
     """
 
-    def __init__(self, threshold: float = 1e4):
+    def __init__(self, threshold: float = 1e4,
+                 keys: Sequence[str] = ("d_loss", "g_loss"),
+                 advice: str = ("Try a lower learning rate (--g_lr/--d_lr), "
+                                "--spectral_norm, or --gan_loss=wgan_gp; ")):
         super().__init__()
         self.threshold = threshold
+        self.keys = tuple(keys)
+        self.advice = advice
 
     def on_train_batch_end(self, batch, logs=None):
-        for key in ("d_loss", "g_loss"):
+        for key in self.keys:
             if logs is None or key not in logs:
                 continue
             value = float(logs[key])
@@ -180,6 +206,5 @@ class DivergenceGuard(keras.callbacks.Callback):
                 raise TrainingDivergedError(
                     f"Training diverged at batch {batch}: {key}={value} "
                     f"(limit {self.threshold}). The last good checkpoint is "
-                    f"kept. Try a lower learning rate (--g_lr/--d_lr), "
-                    f"--spectral_norm, or --gan_loss=wgan_gp; check the input "
-                    f"data for constant or corrupt images.")
+                    f"kept. {self.advice}check the input data for constant "
+                    f"or corrupt images.")

@@ -1,0 +1,189 @@
+"""f-AnoGAN encoder training (Schlegl et al. 2019, "izi_f" training).
+
+With the trained G and D frozen (called with training=False, never updated),
+the encoder E is trained on normal images to minimise
+
+  L(x) = 1/n ||x - G(E(x))||^2 + kappa * 1/n_d ||f(x) - f(G(E(x)))||^2
+
+(`mapping.latent.izif_losses`, the same function the encoder-mode score
+uses), with f the discriminator features of block `feature_layer` and
+kappa = 1 as in the paper. The optimiser is Adam(--encoder_lr = 1e-4,
+beta_1 = 0.9, beta_2 = 0.999): a plain regression, so the DCGAN's
+adversarial beta_1 = 0.5 does not apply.
+
+Files, all below the model dir (the GAN's own files are only read):
+
+  checkpoints_encoder/ckpt-<epoch>.weights.h5, state.json   resume state
+  encoder.keras                                  refreshed after every epoch
+  flags_encoder.cfg, history_encoder.json, logs/encoder/
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import List, Optional
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from anogan_tf.config import ConfigError, DataConfig, TrainConfig
+from anogan_tf.data import make_train_dataset
+from anogan_tf.mapping import latent
+from anogan_tf.models import build_encoder, load_model_dir
+from anogan_tf.models.io import ENCODER_FILE
+from anogan_tf.training import callbacks as cb
+from anogan_tf.training.run import TrainResult, training_patches
+
+__all__ = ["EncoderTrainer", "train_encoder", "ENCODER_CHECKPOINT_DIR",
+           "ENCODER_FLAGS_FILE"]
+
+ENCODER_CHECKPOINT_DIR = "checkpoints_encoder"
+ENCODER_FLAGS_FILE = "flags_encoder.cfg"
+
+
+class EncoderTrainer(keras.Model):
+    """Trains `encoder` against a frozen generator and discriminator.
+
+    Metrics (reset each epoch by fit): loss = mean izi_f loss, image_mse and
+    feature_mse, its two terms (feature_mse before the kappa weight).
+    """
+
+    def __init__(self, encoder, generator, discriminator, kappa: float = 1.0,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.encoder = encoder
+        self.generator = generator
+        self.discriminator = discriminator
+        # G and D stay fixed: only E's variables get gradients, and marking
+        # them non-trainable keeps them out of any optimizer.
+        self.generator.trainable = False
+        self.discriminator.trainable = False
+        self.kappa = float(kappa)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.image_tracker = keras.metrics.Mean(name="image_mse")
+        self.feature_tracker = keras.metrics.Mean(name="feature_mse")
+        # The parts arrive built; the wrapper is too, so that its weights and
+        # the optimizer slots can be saved and restored.
+        self.built = True
+
+    def compile(self, optimizer, **kwargs):
+        super().compile(**kwargs)
+        self.e_optimizer = optimizer
+
+    def build_optimizers(self):
+        """Creates the optimizer slots (needed before restoring a checkpoint)."""
+        self.e_optimizer.build(self.encoder.trainable_variables)
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.image_tracker, self.feature_tracker]
+
+    def call(self, x, training=False):
+        return self.encoder(x, training=training)
+
+    def train_step(self, x):
+        if isinstance(x, tuple):  # (images, ...) from a labelled dataset
+            x = x[0]
+        # f(x) does not depend on E; D is frozen (training=False).
+        fx = self.discriminator.features(x, training=False)
+        with tf.GradientTape() as tape:
+            # training=True: E's BatchNorm uses (and learns) batch statistics.
+            z = self.encoder(x, training=True)
+            _, image_mse, feature_mse = latent.izif_losses(
+                self.generator, self.discriminator, x, fx, z)
+            loss = tf.reduce_mean(image_mse + self.kappa * feature_mse)
+        grads = tape.gradient(loss, self.encoder.trainable_variables)
+        self.e_optimizer.apply(grads, self.encoder.trainable_variables)
+        self.loss_tracker.update_state(loss)
+        self.image_tracker.update_state(image_mse)
+        self.feature_tracker.update_state(feature_mse)
+        return {m.name: m.result() for m in self.metrics}
+
+
+def _load_gan(model_dir: str):
+    try:
+        return load_model_dir(model_dir)
+    except ConfigError as e:
+        raise ConfigError(
+            f"--stage=encoder needs a trained GAN in {model_dir!r}: {e} Train "
+            f"the GAN first (anogan-train --stage=gan --model_dir={model_dir} "
+            f"...), then run anogan-train --stage=encoder "
+            f"--model_dir={model_dir}.") from e
+
+
+def train_encoder(model_dir: str, data_config: DataConfig,
+                  train_config: TrainConfig, flags_text: Optional[str] = None,
+                  extra_callbacks: Optional[List[keras.callbacks.Callback]] = None,
+                  verbose: int = 1) -> TrainResult:
+    """Trains the f-AnoGAN encoder of the GAN in `model_dir`, with resume.
+
+    Args:
+      model_dir: A model dir with a trained GAN (config.json,
+        generator.keras, discriminator.keras); encoder.keras is written here.
+      data_config: Training data (normal images); image_size and channels
+        are taken from the model's config.json.
+      train_config: batch_size, epochs (the total: re-running continues from
+        the last finished epoch), steps_per_epoch, encoder_lr, kappa,
+        jit_compile, seed and divergence_threshold are used.
+      flags_text: Resolved flags, written to `flags_encoder.cfg`.
+      extra_callbacks: Added after the built-in callbacks.
+      verbose: Keras fit verbosity (1: progress bar).
+
+    Returns:
+      A TrainResult (sample_path is None).
+
+    Raises:
+      ConfigError: the model dir holds no trained GAN.
+    """
+    model_config, generator, discriminator = _load_gan(model_dir)
+    data_config = dataclasses.replace(data_config,
+                                      image_size=model_config.image_size,
+                                      channels=model_config.channels)
+    if flags_text is not None:
+        path = os.path.join(model_dir, ENCODER_FLAGS_FILE)
+        with open(path + ".tmp", "w") as f:
+            f.write(flags_text)
+        os.replace(path + ".tmp", path)
+    patches = training_patches(data_config)
+    steps = train_config.steps_per_epoch or max(
+        1, len(patches) // train_config.batch_size)
+    dataset = make_train_dataset(patches, train_config.batch_size,
+                                 seed=data_config.seed)
+
+    keras.utils.set_random_seed(train_config.seed)
+    trainer = EncoderTrainer(build_encoder(model_config), generator,
+                             discriminator, kappa=train_config.kappa)
+    trainer.compile(keras.optimizers.Adam(train_config.encoder_lr,
+                                          beta_1=0.9, beta_2=0.999),
+                    jit_compile=train_config.jit_compile)
+    initial_epoch = cb.restore_latest(trainer, model_dir,
+                                      ENCODER_CHECKPOINT_DIR)
+    if initial_epoch:
+        logging.info("Resuming the encoder from epoch %d in %s.",
+                     initial_epoch, model_dir)
+    if initial_epoch >= train_config.epochs:
+        logging.info("The encoder already trained for %d epochs (asked for "
+                     "%d); nothing to do. Pass a larger --epochs to continue.",
+                     initial_epoch, train_config.epochs)
+        return TrainResult(model_dir, initial_epoch, initial_epoch, {},
+                           len(patches), None)
+
+    callbacks = [
+        cb.DivergenceGuard(train_config.divergence_threshold, keys=("loss",),
+                           advice="Try a lower --encoder_lr; "),
+        cb.EpochCheckpoint(model_dir, checkpoint_dir=ENCODER_CHECKPOINT_DIR,
+                           model_files=lambda t: {ENCODER_FILE: t.encoder}),
+        keras.callbacks.TensorBoard(os.path.join(model_dir, "logs", "encoder"),
+                                    update_freq="epoch"),
+    ] + list(extra_callbacks or [])
+    history = trainer.fit(dataset, epochs=train_config.epochs,
+                          initial_epoch=initial_epoch, steps_per_epoch=steps,
+                          callbacks=callbacks, verbose=verbose)
+    hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    with open(os.path.join(model_dir, "history_encoder.json"), "a") as f:
+        f.write(json.dumps({"initial_epoch": initial_epoch, **hist}) + "\n")
+    return TrainResult(model_dir, initial_epoch, train_config.epochs, hist,
+                       len(patches), None)
