@@ -298,3 +298,23 @@ def test_acceptance_train_encoder_binary_then_evaluate(tmp_path):
 def serving_server_config():
     from anogan_tf.config import ModelConfig
     return ModelConfig(image_size=32, channels=1, latent_dim=16, base_filters=4)
+
+
+def test_hybrid_xla_twin_matches_plain_and_needs_the_encoder(trained):
+    from anogan_tf.export import signatures
+    md = trained[0]
+    config, g, d, encoder = exporter.load_trained_models(md)
+    params = MappingParams.create(config, EXPORT_MAPPING)
+    context = signatures.ExportContext(g, d, config, params, restarts=2,
+                                       encoder=encoder)
+    fns = signatures.build_endpoints(context, export_xla=True)
+    assert {"score_fast", "score_hybrid", "score_hybrid_xla"} <= set(fns)
+    x = tf.constant(np.random.default_rng(13).uniform(
+        -0.5, 0.5, (2, 32, 32, 1)).astype(np.float32))
+    plain, twin = fns["score_hybrid"](x), fns["score_hybrid_xla"](x)
+    for key in SCORE_KEYS:
+        np.testing.assert_allclose(twin[key].numpy(), plain[key].numpy(),
+                                   rtol=1e-4, atol=1e-4, err_msg=key)
+    without = signatures.build_endpoints(
+        signatures.ExportContext(g, d, config, params), export_xla=True)
+    assert not {"score_fast", "score_hybrid", "score_hybrid_xla"} & set(without)
