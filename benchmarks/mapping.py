@@ -60,8 +60,8 @@ _TARGET_SECONDS = flags.DEFINE_float(
     "target_seconds", None, "Wanted duration of one timed S-step call "
     "(default 4; quick: 1.5).")
 _REPS = flags.DEFINE_integer(
-    "reps", None, "Timed calls per measurement; the median is used (default "
-    "2; quick: 1).")
+    "reps", None, "Timed S-step calls per measurement (0-step: at least 3); "
+    "the fastest is used (default 2; quick: 1).")
 _MAX_CALL_SECONDS = flags.DEFINE_float(
     "max_call_seconds", 90.0, "Skip a configuration whose 2-step call is "
     "estimated (from a smaller batch) to take longer than this.")
@@ -79,10 +79,11 @@ METHOD_LABELS = {"naive": "(a) naive eager, batch 1",
                  "xla": "(c) LatentMapper, XLA"}
 COLUMNS = ["base_filters", "batch", "method", "timed_steps", "overhead_s",
            "per_step_ms", "img_per_s_500", "ratio_vs_naive", "gflops",
-           "pct_peak", "first_call_s"]
+           "pct_peak", "first_call_s", "note"]
 EXTRAPOLATION_NOTE = (
     "images/s are EXTRAPOLATED to {steps} steps: T(0) + {steps} * (T(S) - "
-    "T(0)) / S, from a 0-step and an S-step call timed after a warm-up call.")
+    "T(0)) / S, from a 0-step and an S-step call (fastest of the timed calls, "
+    "after a warm-up call).")
 
 
 def _params(config, steps: int):
@@ -140,9 +141,9 @@ def time_mapper(g, d, config, image_size: int, batch: int, jit: bool,
     m0 = LatentMapper(g, d, _params(config, 0), batch_size=batch,
                       jit_compile=jit)
     t0 = _common.time_calls(lambda: m0.map_batch(x), reps=max(3, reps))
-    # The 0-step call runs ~1.5 forward passes of G+D and a step ~1 (forward
-    # plus input gradients); only used to choose S.
-    s = _choose_steps(t0["median"] / 1.5, target)
+    # The 0-step call (~1.5 forward passes of G and D) took about as long as
+    # one step in trial runs; only used to choose S.
+    s = _choose_steps(t0["median"], target)
     ms = LatentMapper(g, d, _params(config, s), batch_size=batch,
                       jit_compile=jit)
     ts = _common.time_calls(lambda: ms.map_batch(x), reps=reps)
@@ -150,12 +151,20 @@ def time_mapper(g, d, config, image_size: int, batch: int, jit: bool,
 
 
 def _extrapolate(batch, steps, s, t0, ts, first) -> Dict[str, float]:
-    per_step = max(ts["median"] - t0["median"], 1e-9) / s
-    total = t0["median"] + steps * per_step
-    return {"timed_steps": s, "overhead_s": t0["median"],
+    # The fastest of the timed calls: on a shared machine the other load only
+    # ever adds time, so the minimum is the least disturbed estimate.
+    t_0, t_s = t0["min"], ts["min"]
+    note = ""
+    if t_s > t_0:
+        per_step = (t_s - t_0) / s
+    else:  # load changed between the two measurements: use a bound
+        per_step = t_s / s
+        note = "T(S)<=T(0): per step = T(S)/S (upper bound)"
+    total = t_0 + steps * per_step
+    return {"timed_steps": s, "overhead_s": t_0,
             "per_step_ms": per_step * 1e3, "img_per_s_500": batch / total,
-            "t_s_steps_median": ts["median"], "t_s_steps_min": ts["min"],
-            "first_call_s": first}
+            "t_0_median": t0["median"], "t_s_median": ts["median"],
+            "t_s_min": ts["min"], "first_call_s": first, "note": note}
 
 
 def plot(rows: List[Dict], path: str, steps: int) -> None:
