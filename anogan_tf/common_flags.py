@@ -155,6 +155,15 @@ flags.DEFINE_enum("threshold_rule", "percentile", ["percentile", "youden"],
 flags.DEFINE_float("threshold_percentile", 95.0,
                    "Percentile for --threshold_rule=percentile.")
 flags.DEFINE_integer("num_test", 0, "Limit on test images (0: all).")
+flags.DEFINE_list("calibration_data", None,
+                  "Held-out normal images (folders, image files, .npy/.npz, "
+                  ".tfrecord; loaded like --inputs) for conformal p-values and "
+                  "thresholds. Default: the dataset's calibration split, when "
+                  "it has one (see docs/calibration.md).")
+flags.DEFINE_float("target_fpr", 0.0,
+                   "> 0: threshold at the conformal threshold for this "
+                   "false-positive rate on normal images (overrides "
+                   "--threshold_rule); 0: off.")
 flags.DEFINE_boolean("save_maps", True, "Write per-image .npy maps and PNG overlays.")
 
 # --- export / serving ---------------------------------------------------------
@@ -237,7 +246,9 @@ def eval_config_from_flags() -> config_lib.EvalConfig:
         output_dir=FLAGS.output_dir, aggregate=FLAGS.aggregate,
         topk=FLAGS.topk, threshold_rule=FLAGS.threshold_rule,
         threshold_percentile=FLAGS.threshold_percentile,
-        num_test=FLAGS.num_test)
+        num_test=FLAGS.num_test,
+        calibration_data=tuple(FLAGS.calibration_data or ()),
+        target_fpr=FLAGS.target_fpr)
 
 
 def model_config_for_scoring(model_dir: str) -> config_lib.ModelConfig:

@@ -280,6 +280,12 @@ class EvalConfig:
       threshold_percentile: Percentile for the "percentile" rule.
       num_test: Limit on test images (0: all).
       max_map_images: Images shown in anomaly_maps.png.
+      calibration_data: Files/folders of held-out normal images (images,
+        .npy/.npz, .tfrecord) whose scores calibrate p-values and thresholds;
+        empty: the dataset's "calibration" split (see docs/calibration.md).
+      target_fpr: > 0: the threshold is the conformal threshold for this
+        false-positive rate on normal data (overrides threshold_rule);
+        0: off.
     """
 
     output_dir: str
@@ -289,8 +295,13 @@ class EvalConfig:
     threshold_percentile: float = 95.0
     num_test: int = 0
     max_map_images: int = 8
+    calibration_data: Tuple[str, ...] = ()
+    target_fpr: float = 0.0
 
     def __post_init__(self):
+        if not 0.0 <= self.target_fpr < 1.0:
+            raise ConfigError(
+                f"target_fpr must be in [0, 1) (0: off), got {self.target_fpr}.")
         if self.aggregate not in ("max", "mean", "topk_mean", "map_max"):
             raise ConfigError(
                 f"aggregate must be max|mean|topk_mean|map_max, got "

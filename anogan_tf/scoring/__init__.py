@@ -1,8 +1,11 @@
-"""Scoring: patch aggregation, map stitching, metrics and reports."""
+"""Scoring: patch aggregation, map stitching, metrics, calibration, reports."""
 
-from anogan_tf.scoring import metrics, reports
+from anogan_tf.scoring import calibration, metrics, reports
+from anogan_tf.scoring.calibration import (conformal_p_values,
+                                           conformal_threshold)
 from anogan_tf.scoring.pipeline import (ScoredImages, load_inputs, run_evaluate,
                                         run_score, score_image_set)
 
-__all__ = ["metrics", "reports", "ScoredImages", "score_image_set",
+__all__ = ["calibration", "metrics", "reports", "conformal_p_values",
+           "conformal_threshold", "ScoredImages", "score_image_set",
            "load_inputs", "run_score", "run_evaluate"]

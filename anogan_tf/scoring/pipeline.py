@@ -22,6 +22,7 @@ from anogan_tf.data import (DataError, ImageSet, PatchSet, extract_patches,
 from anogan_tf.data.decode import decode_many
 from anogan_tf.mapping import LatentMapper, MappingParams, MappingResult
 from anogan_tf.models import load_encoder, load_model_dir
+from anogan_tf.scoring import calibration as calibration_lib
 from anogan_tf.scoring import metrics as metrics_lib
 from anogan_tf.scoring import reports
 
@@ -159,8 +160,13 @@ def score_image_set(images: ImageSet, generator, discriminator,
                         agg(result.discrimination_score), maps, seconds)
 
 
-def patch_rows(scored: ScoredImages, mode: str) -> List[Dict]:
-    """scores.csv rows, one per scored model input (patch)."""
+def patch_rows(scored: ScoredImages, mode: str,
+               p_values: Optional[np.ndarray] = None) -> List[Dict]:
+    """scores.csv rows, one per scored model input (patch).
+
+    `p_values` are per image; each patch row repeats its image's conformal
+    p-value as "image_p_value" (patches are not calibrated on their own).
+    """
     p, m, im = scored.patches, scored.mapping, scored.images
     rows = []
     for k in range(len(p.image_index)):
@@ -176,13 +182,16 @@ def patch_rows(scored: ScoredImages, mode: str) -> List[Dict]:
         }
         if im.labels is not None:
             row["label"] = int(im.labels[i])
+        if p_values is not None:
+            row["image_p_value"] = float(p_values[i])
         rows.append(row)
     return rows
 
 
-def image_rows(scored: ScoredImages, threshold: Optional[float] = None
-               ) -> List[Dict]:
-    """image_scores.csv rows, one per full image (aggregated)."""
+def image_rows(scored: ScoredImages, threshold: Optional[float] = None,
+               p_values: Optional[np.ndarray] = None) -> List[Dict]:
+    """image_scores.csv rows, one per full image (aggregated); `p_values`
+    ([N] conformal p-values of the image scores) fill "p_value"."""
     im = scored.images
     rows = []
     for i, image_id in enumerate(im.ids):
@@ -197,6 +206,8 @@ def image_rows(scored: ScoredImages, threshold: Optional[float] = None
             row["category"] = im.categories[i]
         if threshold is not None:
             row["predicted_anomalous"] = int(scored.image_scores[i] >= threshold)
+        if p_values is not None:
+            row["p_value"] = float(p_values[i])
         rows.append(row)
     return rows
 
@@ -303,42 +314,139 @@ def _stitch_reconstruction(scored: ScoredImages, i: int) -> np.ndarray:
     return stitch_maps(recon, sub, 1)[0]
 
 
+def _load_calibration(eval_config: EvalConfig, data_config: DataConfig,
+                      from_dataset: bool) -> Optional[ImageSet]:
+    """Held-out normal images for calibration, or None.
+
+    `eval_config.calibration_data` wins (loaded like anogan-score inputs);
+    otherwise, when `from_dataset`, the dataset's "calibration" split. A
+    --num_test limit applies to the calibration images too.
+
+    Raises:
+      DataError: a --calibration_data path is missing or holds no images.
+      ConfigError: target_fpr > 0 and too few calibration images.
+    """
+    if eval_config.calibration_data:
+        images = load_inputs(eval_config.calibration_data, data_config)
+    elif from_dataset:
+        try:
+            images = load_images(data_config, "calibration")
+        except DataError as e:
+            logging.warning("No calibration data: %s", e)
+            return None
+    else:
+        return None
+    if eval_config.num_test:
+        images = images.take(eval_config.num_test)
+    if eval_config.target_fpr > 0:
+        need = calibration_lib.min_calibration_size(eval_config.target_fpr)
+        if len(images.images) < need:
+            raise ConfigError(
+                f"--target_fpr={eval_config.target_fpr:g} needs at least {need} "
+                f"calibration images, got {len(images.images)}. Pass more "
+                f"held-out normal images with --calibration_data (or raise "
+                f"--num_test / --target_fpr).")
+    return images
+
+
+def _no_calibration_error(eval_config: EvalConfig, why: str) -> ConfigError:
+    return ConfigError(
+        f"--target_fpr={eval_config.target_fpr:g} needs calibration scores of "
+        f"held-out normal images, but {why}. Pass --calibration_data=<folder "
+        f"or file of normal images not used in training>, or drop "
+        f"--target_fpr.")
+
+
+def _finite_scores(scores: np.ndarray) -> np.ndarray:
+    keep = np.isfinite(scores)
+    if not keep.all():
+        logging.warning("Dropped %d calibration image(s) without a finite "
+                        "score (no scored patch).", int(np.sum(~keep)))
+    return scores[keep]
+
+
+def _conformal_rule(target_fpr: float, n: int) -> str:
+    return f"conformal, target FPR {target_fpr:g}, {n} calibration images"
+
+
 def run_score(model_dir: str, data_config: DataConfig,
               mapping_config: MappingConfig, eval_config: EvalConfig,
               inputs: Optional[Sequence[str]] = None,
               save_maps: bool = True) -> Dict:
     """anogan-score: scores.csv (+ image_scores.csv, maps) for any images.
 
+    Calibration images (`eval_config.calibration_data`, or the dataset's
+    "calibration" split when `inputs` is empty) add conformal p-values; with
+    `eval_config.target_fpr` > 0 also the conformal threshold and a
+    "predicted_anomalous" column. With `inputs` and no calibration_data
+    there are no p-values: the dataset flags may have nothing to do with
+    the inputs.
+
     Returns:
-      A summary dict (counts, paths, images/s).
+      A summary dict (counts, paths, images/s, n_calibration, and threshold,
+      threshold_rule, target_fpr when target_fpr > 0).
+
+    Raises:
+      ConfigError: target_fpr > 0 without (enough) calibration images.
     """
     model_config, generator, discriminator = load_model_dir(model_dir)
     encoder = _load_encoder_for(model_dir, mapping_config)
     data_config = dataclasses.replace(data_config,
                                       image_size=model_config.image_size,
                                       channels=model_config.channels)
+    calib = _load_calibration(eval_config, data_config,
+                              from_dataset=not inputs)
+    if calib is None and eval_config.target_fpr > 0:
+        raise _no_calibration_error(
+            eval_config, "--inputs were given without --calibration_data"
+            if inputs else f"{data_config.dataset!r} has no calibration split")
     images = load_inputs(inputs, data_config)
     if eval_config.num_test:
         images = images.take(eval_config.num_test)
-    scored = score_image_set(images, generator, discriminator, model_config,
-                             data_config, mapping_config,
-                             eval_config.aggregate, eval_config.topk,
-                             encoder=encoder)
+    score = lambda s, label: score_image_set(  # noqa: E731
+        s, generator, discriminator, model_config, data_config,
+        mapping_config, eval_config.aggregate, eval_config.topk,
+        label=label, encoder=encoder)
+    scored = score(images, "mapping")
+    summary = {"n_calibration": 0}
+    p_values = threshold = None
+    if calib is not None:
+        cal_scores = _finite_scores(
+            score(calib, "calibration (normal)").image_scores)
+        p_values = calibration_lib.conformal_p_values(cal_scores,
+                                                      scored.image_scores)
+        summary["n_calibration"] = len(cal_scores)
+        if eval_config.target_fpr > 0:
+            threshold = calibration_lib.conformal_threshold(
+                cal_scores, eval_config.target_fpr)
+            summary.update({
+                "threshold": threshold, "target_fpr": eval_config.target_fpr,
+                "threshold_rule": _conformal_rule(eval_config.target_fpr,
+                                                  len(cal_scores))})
+            if images.labels is not None and np.any(images.labels == 0):
+                summary["fpr_normal_test"] = float(np.mean(
+                    scored.image_scores[images.labels == 0] >= threshold))
     out = eval_config.output_dir
     os.makedirs(out, exist_ok=True)
     reports.write_csv(os.path.join(out, "scores.csv"),
-                      patch_rows(scored, mapping_config.mode),
+                      patch_rows(scored, mapping_config.mode, p_values),
                       reports.SCORE_COLUMNS + ("mode",) +
-                      (("label",) if images.labels is not None else ()))
-    reports.write_csv(os.path.join(out, "image_scores.csv"), image_rows(scored),
+                      (("label",) if images.labels is not None else ()) +
+                      (("image_p_value",) if p_values is not None else ()))
+    reports.write_csv(os.path.join(out, "image_scores.csv"),
+                      image_rows(scored, threshold, p_values),
                       ("id", "anomaly_score", "residual_score",
-                       "discrimination_score", "num_patches"))
+                       "discrimination_score", "num_patches") +
+                      (("p_value",) if p_values is not None else ()) +
+                      (("predicted_anomalous",) if threshold is not None
+                       else ()))
     n_maps = _write_maps(out, scored) if save_maps else 0
-    return {"num_images": len(images.images),
-            "num_patches": len(scored.patches.image_index),
-            "maps_written": n_maps,
-            "images_per_second": len(scored.patches.image_index) /
-            max(scored.seconds, 1e-9), "output_dir": out}
+    summary.update({"num_images": len(images.images),
+                    "num_patches": len(scored.patches.image_index),
+                    "maps_written": n_maps,
+                    "images_per_second": len(scored.patches.image_index) /
+                    max(scored.seconds, 1e-9), "output_dir": out})
+    return summary
 
 
 def run_evaluate(model_dir: str, data_config: DataConfig,
@@ -346,12 +454,19 @@ def run_evaluate(model_dir: str, data_config: DataConfig,
                  progress: bool = True) -> Dict:
     """anogan-evaluate: metrics.json, scores.csv and plots on labelled data.
 
-    The percentile threshold comes from held-out normal "calibration" images
-    (never used in training); when the source has none, the Youden rule is
-    used instead and recorded as such.
+    Calibration images (`eval_config.calibration_data`, else the dataset's
+    held-out normal "calibration" split, never used in training) give the
+    percentile threshold, conformal p-values (image_scores.csv "p_value",
+    scores.csv "image_p_value") and, with `eval_config.target_fpr` > 0, the
+    conformal threshold, which overrides threshold_rule. Without
+    calibration images the percentile rule falls back to Youden's J and is
+    recorded as such.
 
     Returns:
       The metrics dict written to metrics.json.
+
+    Raises:
+      ConfigError: target_fpr > 0 without (enough) calibration images.
     """
     model_config, generator, discriminator = load_model_dir(model_dir)
     encoder = _load_encoder_for(model_dir, mapping_config)
@@ -367,27 +482,41 @@ def run_evaluate(model_dir: str, data_config: DataConfig,
             f"anogan-score for unlabelled images.")
     if eval_config.num_test:
         test = test.take(eval_config.num_test)
+    rule = eval_config.threshold_rule
+    target_fpr = eval_config.target_fpr
+    calib = None
+    if (rule == "percentile" or target_fpr > 0 or
+            eval_config.calibration_data):
+        calib = _load_calibration(eval_config, data_config, from_dataset=True)
+    if calib is None and target_fpr > 0:
+        raise _no_calibration_error(
+            eval_config, f"{data_config.dataset!r} at "
+            f"{data_config.data_path!r} has no calibration split")
+    if calib is None and rule == "percentile":
+        logging.warning("No calibration data; using Youden's J.")
+        rule = "youden"
+    if target_fpr > 0:
+        rule = "conformal"
     score = lambda s, label: score_image_set(  # noqa: E731
         s, generator, discriminator, model_config, data_config,
         mapping_config, eval_config.aggregate, eval_config.topk,
         progress=progress, label=label, encoder=encoder)
     scored = score(test, "test")
 
-    rule = eval_config.threshold_rule
-    normal_scores = None
-    if rule == "percentile":
-        try:
-            calib = load_images(data_config, "calibration")
-            if eval_config.num_test:
-                calib = calib.take(eval_config.num_test)
-            normal_scores = score(calib, "calibration (normal)").image_scores
-        except DataError as e:
-            logging.warning("No calibration data (%s); using Youden's J.", e)
-            rule = "youden"
+    normal_scores = p_values = None
+    if calib is not None:
+        normal_scores = _finite_scores(
+            score(calib, "calibration (normal)").image_scores)
+        p_values = calibration_lib.conformal_p_values(normal_scores,
+                                                      scored.image_scores)
     labels = test.labels
-    threshold = metrics_lib.choose_threshold(
-        rule, labels, scored.image_scores, normal_scores,
-        eval_config.threshold_percentile)
+    if rule == "conformal":
+        threshold = calibration_lib.conformal_threshold(normal_scores,
+                                                        target_fpr)
+    else:
+        threshold = metrics_lib.choose_threshold(
+            rule, labels, scored.image_scores, normal_scores,
+            eval_config.threshold_percentile)
     result = metrics_lib.image_metrics(labels, scored.image_scores, threshold)
     # Every aggregation's AUROC from the same mapping, for choosing one.
     by_aggregate = {}
@@ -403,10 +532,17 @@ def run_evaluate(model_dir: str, data_config: DataConfig,
         result.update(metrics_lib.pixel_metrics(test.masks, scored.maps))
     result.update({
         "threshold": threshold,
-        "threshold_rule": (f"percentile {eval_config.threshold_percentile:g} of "
-                           f"{len(normal_scores)} normal calibration images"
-                           if rule == "percentile" else
-                           "youden (max TPR - FPR on the test labels)"),
+        "threshold_rule": (
+            _conformal_rule(target_fpr, len(normal_scores))
+            if rule == "conformal" else
+            f"percentile {eval_config.threshold_percentile:g} of "
+            f"{len(normal_scores)} normal calibration images"
+            if rule == "percentile" else
+            "youden (max TPR - FPR on the test labels)"),
+        "target_fpr": target_fpr,
+        "fpr_normal_test": float(np.mean(
+            scored.image_scores[labels == 0] >= threshold)),
+        "n_calibration": 0 if normal_scores is None else len(normal_scores),
         "mode": mapping_config.mode,
         "n_normal": int(np.sum(labels == 0)),
         "n_anomalous": int(np.sum(labels == 1)),
@@ -426,13 +562,16 @@ def run_evaluate(model_dir: str, data_config: DataConfig,
     os.makedirs(out, exist_ok=True)
     reports.write_json(os.path.join(out, "metrics.json"), result)
     reports.write_csv(os.path.join(out, "scores.csv"),
-                      patch_rows(scored, mapping_config.mode),
-                      reports.SCORE_COLUMNS + ("label", "mode"))
+                      patch_rows(scored, mapping_config.mode, p_values),
+                      reports.SCORE_COLUMNS +
+                      (("image_p_value",) if p_values is not None else ()) +
+                      ("label", "mode"))
     reports.write_csv(os.path.join(out, "image_scores.csv"),
-                      image_rows(scored, threshold),
+                      image_rows(scored, threshold, p_values),
                       ("id", "anomaly_score", "residual_score",
                        "discrimination_score", "num_patches", "label",
-                       "category", "predicted_anomalous"))
+                       "category", "predicted_anomalous") +
+                      (("p_value",) if p_values is not None else ()))
     reports.plot_roc(os.path.join(out, "roc.png"), labels, scored.image_scores)
     reports.plot_pr(os.path.join(out, "pr.png"), labels, scored.image_scores)
     reports.plot_score_hist(os.path.join(out, "score_hist.png"), labels,
