@@ -19,6 +19,7 @@ FLAGS = flags.FLAGS
 
 SUMMARY_KEYS = ("image_auroc", "image_auprc", "pixel_auroc", "pixel_auprc",
                 "sensitivity", "specificity", "threshold", "threshold_rule",
+                "target_fpr", "fpr_normal_test", "n_calibration",
                 "n_normal", "n_anomalous", "n_patches", "mode", "score",
                 "mapping_steps", "patches_per_second")
 

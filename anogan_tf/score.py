@@ -36,6 +36,11 @@ def main(argv):
           f"model inputs, {summary['images_per_second']:.1f} inputs/s); wrote "
           f"{summary['output_dir']}/scores.csv, image_scores.csv and "
           f"{summary['maps_written']} maps.")
+    if summary.get("n_calibration"):
+        print(f"p-values from {summary['n_calibration']} calibration images"
+              + (f"; threshold {summary['threshold']:.4g} "
+                 f"({summary['threshold_rule']})" if "threshold" in summary
+                 else "") + ".")
     return 0
 
 
