@@ -36,6 +36,7 @@ __all__ = [
     "mapping_objective",
     "adam_update",
     "project_to_prior",
+    "select_score",
     "final_outputs",
     "map_latents",
     "encode",
@@ -151,20 +152,29 @@ def adam_update(z, grad, m, v, t, params: MappingParams):
     return project_to_prior(z, params.prior), m, v
 
 
+def select_score(score: str, residual, discrimination, combined, x_logits):
+    """The value `anomaly_score` holds for MappingConfig.score.
+
+    "residual" and "feature" pick one term, "d_output" is 1 - D(x) on the
+    query, anything else ("anogan", "bce") the combined score.
+    """
+    if score == "residual":
+        return residual
+    if score == "feature":
+        return discrimination
+    if score == "d_output":
+        return losses.d_output_score(x_logits)
+    return combined
+
+
 def final_outputs(generator, discriminator, x, fx, x_logits, z,
                   params: MappingParams) -> Dict[str, tf.Tensor]:
     """Scores and maps at z* (eq. 6) plus the mapping loss used by restarts."""
     gz, r, d = residual_and_discrimination(generator, discriminator, x, fx, z,
                                            params)
     mapping_loss = losses.weighted_score(r, d, params.lambda_weight)
-    if params.score == "residual":
-        a = r
-    elif params.score == "feature":
-        a = d
-    elif params.score == "d_output":
-        a = losses.d_output_score(x_logits)
-    else:  # "anogan" and "bce" (bce sets the discrimination loss)
-        a = mapping_loss
+    # "anogan" and "bce" (bce sets the discrimination loss) use A(x).
+    a = select_score(params.score, r, d, mapping_loss, x_logits)
     return {
         "anomaly_score": a,
         "residual_score": r,
@@ -250,14 +260,7 @@ def encoder_outputs(generator, discriminator, x, fx, x_logits, z,
     gz, image_mse, feature_mse = izif_losses(generator, discriminator, x, fx,
                                              z)
     izif = image_mse + params.kappa * feature_mse
-    if params.score == "residual":
-        a = image_mse
-    elif params.score == "feature":
-        a = feature_mse
-    elif params.score == "d_output":
-        a = losses.d_output_score(x_logits)
-    else:
-        a = izif
+    a = select_score(params.score, image_mse, feature_mse, izif, x_logits)
     return {
         "anomaly_score": a,
         "residual_score": image_mse,

@@ -369,6 +369,17 @@ def _conformal_rule(target_fpr: float, n: int) -> str:
     return f"conformal, target FPR {target_fpr:g}, {n} calibration images"
 
 
+def _load_for_scoring(model_dir: str, data_config: DataConfig,
+                      mapping_config: MappingConfig):
+    """(model_config, G, D, encoder or None, data_config sized to the model)."""
+    model_config, generator, discriminator = load_model_dir(model_dir)
+    encoder = _load_encoder_for(model_dir, mapping_config)
+    data_config = dataclasses.replace(data_config,
+                                      image_size=model_config.image_size,
+                                      channels=model_config.channels)
+    return model_config, generator, discriminator, encoder, data_config
+
+
 def run_score(model_dir: str, data_config: DataConfig,
               mapping_config: MappingConfig, eval_config: EvalConfig,
               inputs: Optional[Sequence[str]] = None,
@@ -389,11 +400,8 @@ def run_score(model_dir: str, data_config: DataConfig,
     Raises:
       ConfigError: target_fpr > 0 without (enough) calibration images.
     """
-    model_config, generator, discriminator = load_model_dir(model_dir)
-    encoder = _load_encoder_for(model_dir, mapping_config)
-    data_config = dataclasses.replace(data_config,
-                                      image_size=model_config.image_size,
-                                      channels=model_config.channels)
+    model_config, generator, discriminator, encoder, data_config = (
+        _load_for_scoring(model_dir, data_config, mapping_config))
     calib = _load_calibration(eval_config, data_config,
                               from_dataset=not inputs)
     if calib is None and eval_config.target_fpr > 0:
@@ -468,11 +476,8 @@ def run_evaluate(model_dir: str, data_config: DataConfig,
     Raises:
       ConfigError: target_fpr > 0 without (enough) calibration images.
     """
-    model_config, generator, discriminator = load_model_dir(model_dir)
-    encoder = _load_encoder_for(model_dir, mapping_config)
-    data_config = dataclasses.replace(data_config,
-                                      image_size=model_config.image_size,
-                                      channels=model_config.channels)
+    model_config, generator, discriminator, encoder, data_config = (
+        _load_for_scoring(model_dir, data_config, mapping_config))
     test = load_images(data_config, "test")
     if test.labels is None:
         raise DataError(
