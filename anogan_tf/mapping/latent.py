@@ -199,7 +199,7 @@ def map_latents(generator, discriminator, x, z0, params: MappingParams):
     x_logits, fx = discriminator.logits_and_features(x, training=False)
 
     def body(t, z, m, v):
-        with tf.GradientTape() as tape:
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(z)
             total = tf.reduce_sum(
                 mapping_objective(generator, discriminator, x, fx, z, params))

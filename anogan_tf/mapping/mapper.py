@@ -119,7 +119,9 @@ class LatentMapper:
         self.z.assign(z0)
 
         def body(t, m, v):
-            with tf.GradientTape() as tape:  # watches the trainable z
+            # Record only z: G's and D's weights are frozen constants here.
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(self.z)
                 total = tf.reduce_sum(latent.mapping_objective(
                     self.generator, self.discriminator, x, fx, self.z, params))
             grad = tape.gradient(total, self.z)
