@@ -318,3 +318,39 @@ def test_hybrid_xla_twin_matches_plain_and_needs_the_encoder(trained):
     without = signatures.build_endpoints(
         signatures.ExportContext(g, d, config, params), export_xla=True)
     assert not {"score_fast", "score_hybrid", "score_hybrid_xla"} & set(without)
+
+
+@pytest.mark.parametrize("signature", ["score_fast", "score_hybrid"])
+def test_encoder_signatures_round_trip_cli_and_loopback_server(
+        exported, signature, tmp_path):
+    """score_fast/score_hybrid through `saved_model_cli run` and through the
+    loopback gRPC server (TF1 Session loader, XLA off), against the
+    signature called in-process."""
+    from anogan_tf.serving import connect
+    version_dir, loaded = exported
+    x = np.random.default_rng(21).uniform(-0.9, 0.9, (3, 32, 32, 1)).astype(
+        np.float32)
+    direct = {k: v.numpy() for k, v in
+              loaded.signatures[signature](images=tf.constant(x)).items()}
+    np.save(tmp_path / "x.npy", x)
+    subprocess.run(
+        [os.path.join(VENV_BIN, "saved_model_cli"), "run", "--dir",
+         version_dir, "--tag_set", "serve", "--signature_def", signature,
+         "--inputs", f"images={tmp_path / 'x.npy'}", "--outdir",
+         str(tmp_path / "out")], capture_output=True, text=True, check=True,
+        timeout=300)
+    for key in SCORE_KEYS:
+        np.testing.assert_allclose(np.load(tmp_path / "out" / f"{key}.npy"),
+                                   direct[key], rtol=1e-5, atol=1e-5,
+                                   err_msg=key)
+    model = serving_server.LoopbackModel(version_dir, name="anogan")
+    server, port = serving_server.start_grpc_server(model)
+    try:
+        with connect(f"127.0.0.1:{port}", signature_name=signature,
+                     timeout=60) as client:
+            served = client.predict(x)
+    finally:
+        server.stop(grace=None)
+    for key in SCORE_KEYS:
+        np.testing.assert_allclose(served[key], direct[key], rtol=1e-5,
+                                   atol=1e-5, err_msg=key)
