@@ -97,7 +97,8 @@ flags.DEFINE_float("g_lr", 2e-4, "Generator Adam learning rate (DCGAN: 2e-4).")
 flags.DEFINE_float("d_lr", 2e-4, "Discriminator Adam learning rate.")
 flags.DEFINE_float("beta_1", 0.5, "Adam beta_1 for training (DCGAN: 0.5).")
 flags.DEFINE_float("beta_2", 0.999, "Adam beta_2 for training.")
-flags.DEFINE_integer("n_critic", 1, "D updates per G update (wgan_gp: 5).")
+flags.DEFINE_integer("n_critic", 0, "D updates per G update (0: 5 for "
+                     "wgan_gp as in Gulrajani et al., else 1).")
 flags.DEFINE_float("gp_weight", 10.0, "WGAN-GP penalty weight.")
 flags.DEFINE_boolean("jit_compile", False,
                      "XLA-compile train_step. Passed explicitly to compile(); "
@@ -221,7 +222,8 @@ def train_config_from_flags() -> config_lib.TrainConfig:
         model_dir=FLAGS.model_dir, batch_size=FLAGS.batch_size,
         epochs=FLAGS.epochs, steps_per_epoch=FLAGS.steps_per_epoch,
         g_lr=FLAGS.g_lr, d_lr=FLAGS.d_lr, beta_1=FLAGS.beta_1,
-        beta_2=FLAGS.beta_2, n_critic=FLAGS.n_critic,
+        beta_2=FLAGS.beta_2,
+        n_critic=FLAGS.n_critic or (5 if FLAGS.gan_loss == "wgan_gp" else 1),
         gp_weight=FLAGS.gp_weight, jit_compile=FLAGS.jit_compile,
         seed=FLAGS.seed, sample_every=FLAGS.sample_every,
         divergence_threshold=FLAGS.divergence_threshold,
