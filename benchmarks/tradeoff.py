@@ -8,6 +8,8 @@ inputs per second, all in one run per model.
   python benchmarks/tradeoff.py --model_dir=runs/demo/model --encoder_epochs=5
   python benchmarks/tradeoff.py --dataset=digits --model_dir=runs/tradeoff_digits
       (trains one GAN + encoder per normal class below --model_dir)
+  python benchmarks/tradeoff.py --model_dir=runs/demo/model --timing_only=256
+      (warm throughput of every mode on the same patches, no evaluation)
 """
 
 from __future__ import annotations
@@ -16,21 +18,26 @@ import argparse
 import dataclasses
 import json
 import os
+import time
 
 from anogan_tf.config import (DataConfig, EvalConfig, MappingConfig,
                               ModelConfig, TrainConfig)
-from anogan_tf.models.io import load_encoder
+from anogan_tf.data import extract_patches, load_images
+from anogan_tf.mapping import LatentMapper, MappingParams
+from anogan_tf.models.io import load_encoder, load_model_dir
 from anogan_tf.scoring import run_evaluate
 from anogan_tf.training import train_gan
 from anogan_tf.training.encoder import train_encoder
 
 
+RUNS = [("iterative-500", "iterative", 500), ("hybrid-50", "hybrid", 50),
+        ("hybrid-10", "hybrid", 10), ("encoder", "encoder", 0)]
+
+
 def evaluate_modes(model_dir, data, num_test, aggregate, output_dir):
     """Rows of (mode, AUROCs, inputs/s) for one trained model."""
-    runs = [("iterative-500", "iterative", 500), ("hybrid-50", "hybrid", 50),
-            ("hybrid-10", "hybrid", 10), ("encoder", "encoder", 0)]
     rows = []
-    for name, mode, steps in runs:
+    for name, mode, steps in RUNS:
         m = run_evaluate(
             model_dir, data,
             MappingConfig(steps=steps, mode=mode, batch_size=128,
@@ -58,6 +65,38 @@ def ensure_trained(model_dir, data, gan_epochs, batch_size, encoder_epochs):
                                   epochs=encoder_epochs), verbose=2)
 
 
+def warm_throughput(model_dir, data, num_patches, batch_size=128):
+    """Inputs/s of each mode on the same patches, after a warm-up call.
+
+    run_evaluate's figure includes tracing a fresh graph, which dominates
+    one-pass modes on small test sets; this one does not.
+    """
+    config, g, d = load_model_dir(model_dir)
+    encoder = load_encoder(model_dir)
+    test = load_images(data, "test")
+    x = extract_patches(test, 32, data.effective_patch_stride, 32,
+                        roi=data.roi).patches[:num_patches]
+    rows = []
+    for name, mode, steps in RUNS:
+        mapper = LatentMapper(
+            g, d, MappingParams.create(config, MappingConfig(steps=steps)),
+            batch_size=batch_size, jit_compile=False, encoder=encoder,
+            mode=mode)
+        mapper.map_batch(x[:batch_size])  # trace once
+        start = time.perf_counter()
+        mapper.map(x, progress=False)
+        rows.append({"run": name, "warm_inputs_per_second":
+                     len(x) / (time.perf_counter() - start)})
+        print(json.dumps(rows[-1]), flush=True)
+    base = rows[0]["warm_inputs_per_second"]
+    print(f"\n| mode | warm inputs/s ({len(x)} patches) | speed-up |")
+    print("|---|---|---|")
+    for r in rows:
+        print(f"| {r['run']} | {r['warm_inputs_per_second']:.1f} | "
+              f"{r['warm_inputs_per_second'] / base:.0f}x |")
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--model_dir", required=True)
@@ -67,7 +106,15 @@ def main():
     ap.add_argument("--encoder_epochs", type=int, default=5)
     ap.add_argument("--num_test", type=int, default=32)
     ap.add_argument("--output_dir", default="benchmarks/results/tradeoff")
+    ap.add_argument("--timing_only", type=int, default=0,
+                    help="Only time every mode, warm, on this many "
+                         "synthetic_oct test patches of --model_dir.")
     args = ap.parse_args()
+    if args.timing_only:
+        warm_throughput(args.model_dir, DataConfig(
+            dataset="synthetic_oct", image_size=32, patch_stride=16,
+            roi="retina", oct_num_test=64), args.timing_only)
+        return
     table = []
     if args.dataset == "synthetic_oct":
         data = DataConfig(dataset="synthetic_oct", image_size=32,
