@@ -354,3 +354,32 @@ def test_encoder_signatures_round_trip_cli_and_loopback_server(
     for key in SCORE_KEYS:
         np.testing.assert_allclose(served[key], direct[key], rtol=1e-5,
                                    atol=1e-5, err_msg=key)
+
+
+def test_encoder_signatures_under_concurrent_requests(exported):
+    """4 threads x 10 mixed-size requests per encoder signature on the
+    loopback server: no errors, results identical to sequential calls."""
+    import concurrent.futures
+    from anogan_tf.serving import connect
+    version_dir, _ = exported
+    rng = np.random.default_rng(5)
+    pool = rng.uniform(-0.9, 0.9, (8, 32, 32, 1)).astype(np.float32)
+    requests = [rng.choice(len(pool), int(rng.integers(1, 5)), replace=False)
+                for _ in range(40)]
+    model = serving_server.LoopbackModel(version_dir, name="anogan")
+    server, port = serving_server.start_grpc_server(model)
+    try:
+        for signature in ("score_fast", "score_hybrid"):
+            with connect(f"127.0.0.1:{port}", signature_name=signature,
+                         timeout=60) as client:
+                send = lambda rows: client.predict(  # noqa: E731
+                    pool[rows], output_keys=("anomaly_score", "latent"))
+                sequential = [send(r) for r in requests]
+                with concurrent.futures.ThreadPoolExecutor(4) as ex:
+                    parallel = list(ex.map(send, requests))
+            for seq, par in zip(sequential, parallel):
+                for key in ("anomaly_score", "latent"):
+                    np.testing.assert_array_equal(par[key], seq[key],
+                                                  err_msg=f"{signature} {key}")
+    finally:
+        server.stop(grace=None)
