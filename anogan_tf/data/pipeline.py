@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from anogan_tf.data.arrays import check_finite
 from anogan_tf.data.errors import DataError
 
 __all__ = ["make_train_dataset", "validate_model_input"]
@@ -64,12 +65,7 @@ def validate_model_input(array: np.ndarray, image_size: int, channels: int,
             f"{name} has dtype {arr.dtype}, but the model takes float32 in "
             f"[-1, 1]. Scale uint8 images with `x / 127.5 - 1`.")
     arr = arr.astype(np.float32, copy=False)
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        first = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise DataError(
-            f"{name} contains {int(bad.sum())} NaN/Inf values (first at index "
-            f"{first}). Repair or drop those images.")
+    check_finite(arr, name)
     lo, hi = float(arr.min()), float(arr.max())
     if lo < -1.001 or hi > 1.001:
         raise DataError(

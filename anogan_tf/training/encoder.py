@@ -21,7 +21,6 @@ Files, all below the model dir (the GAN's own files are only read):
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import List, Optional
 
@@ -35,7 +34,8 @@ from anogan_tf.mapping import latent
 from anogan_tf.models import build_encoder, load_model_dir
 from anogan_tf.models.io import ENCODER_FILE
 from anogan_tf.training import callbacks as cb
-from anogan_tf.training.run import TrainResult, training_patches
+from anogan_tf.training.run import (TrainResult, fit_and_record,
+                                    training_patches)
 
 __all__ = ["EncoderTrainer", "train_encoder", "ENCODER_CHECKPOINT_DIR",
            "ENCODER_FLAGS_FILE"]
@@ -179,11 +179,8 @@ def train_encoder(model_dir: str, data_config: DataConfig,
         keras.callbacks.TensorBoard(os.path.join(model_dir, "logs", "encoder"),
                                     update_freq="epoch"),
     ] + list(extra_callbacks or [])
-    history = trainer.fit(dataset, epochs=train_config.epochs,
-                          initial_epoch=initial_epoch, steps_per_epoch=steps,
-                          callbacks=callbacks, verbose=verbose)
-    hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
-    with open(os.path.join(model_dir, "history_encoder.json"), "a") as f:
-        f.write(json.dumps({"initial_epoch": initial_epoch, **hist}) + "\n")
+    hist = fit_and_record(trainer, dataset, train_config, initial_epoch, steps,
+                          callbacks, verbose,
+                          os.path.join(model_dir, "history_encoder.json"))
     return TrainResult(model_dir, initial_epoch, train_config.epochs, hist,
                        len(patches), None)

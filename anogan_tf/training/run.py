@@ -18,7 +18,8 @@ from anogan_tf.models import build_models
 from anogan_tf.training import callbacks as cb
 from anogan_tf.training.gan import GAN
 
-__all__ = ["TrainResult", "train_gan", "prepare_model_dir", "training_patches"]
+__all__ = ["TrainResult", "train_gan", "prepare_model_dir", "training_patches",
+           "fit_and_record"]
 
 FLAGS_FILE = "flags.cfg"
 
@@ -105,6 +106,20 @@ def _build_gan(model_config: ModelConfig, train_config: TrainConfig) -> GAN:
     return gan
 
 
+def fit_and_record(model: keras.Model, dataset, train_config: TrainConfig,
+                   initial_epoch: int, steps: int, callbacks, verbose: int,
+                   history_path: str) -> Dict[str, List[float]]:
+    """Runs `model.fit` from `initial_epoch` and appends its per-epoch
+    metrics as one JSON line to `history_path`; returns them."""
+    history = model.fit(dataset, epochs=train_config.epochs,
+                        initial_epoch=initial_epoch, steps_per_epoch=steps,
+                        callbacks=callbacks, verbose=verbose)
+    hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    with open(history_path, "a") as f:
+        f.write(json.dumps({"initial_epoch": initial_epoch, **hist}) + "\n")
+    return hist
+
+
 def train_gan(model_config: ModelConfig, data_config: DataConfig,
               train_config: TrainConfig, flags_text: Optional[str] = None,
               extra_callbacks: Optional[List[keras.callbacks.Callback]] = None,
@@ -152,11 +167,8 @@ def train_gan(model_config: ModelConfig, data_config: DataConfig,
         keras.callbacks.TensorBoard(os.path.join(model_dir, "logs"),
                                     update_freq="epoch"),
     ] + list(extra_callbacks or [])
-    history = gan.fit(dataset, epochs=train_config.epochs,
-                      initial_epoch=initial_epoch, steps_per_epoch=steps,
-                      callbacks=callbacks, verbose=verbose)
-    hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
-    with open(os.path.join(model_dir, "history.json"), "a") as f:
-        f.write(json.dumps({"initial_epoch": initial_epoch, **hist}) + "\n")
+    hist = fit_and_record(gan, dataset, train_config, initial_epoch, steps,
+                          callbacks, verbose,
+                          os.path.join(model_dir, "history.json"))
     return TrainResult(model_dir, initial_epoch, train_config.epochs, hist,
                        len(patches), sampler.last_path)
