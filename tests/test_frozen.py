@@ -1,0 +1,151 @@
+"""Polyphase stride-2 convolutions and the BN-folded frozen views of G and D.
+
+Known answers: the phase forms against Keras' own Conv2D/Conv2DTranspose
+layers (values, input gradients, kernel gradients, with and without XLA),
+and the frozen views against the Keras models in inference mode with
+non-trivial BatchNorm statistics.
+"""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from anogan_tf.config import ModelConfig
+from anogan_tf.models import build_models
+from anogan_tf.models import frozen
+from anogan_tf.models import phase_conv
+
+RNG = np.random.default_rng(7)
+
+
+def _randn(*shape):
+    return tf.constant(RNG.standard_normal(shape).astype(np.float32))
+
+
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("c_in,c_out,size", [(8, 4, 4), (3, 5, 8), (1, 6, 16)])
+def test_phase_transposed_conv_matches_keras(jit, c_in, c_out, size):
+    layer = keras.layers.Conv2DTranspose(c_out, 5, strides=2, padding="same",
+                                         use_bias=False)
+    x = _randn(2, size, size, c_in)
+    expected = layer(x)
+    dy = _randn(*expected.shape)
+
+    @tf.function(jit_compile=jit)
+    def run(x, kernel):
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch([x, kernel])
+            y = phase_conv.conv2d_transpose_s2(x, kernel, "phase")
+        return y, tape.gradient(y, x, dy), tape.gradient(y, kernel, dy)
+
+    kernel = tf.convert_to_tensor(layer.kernel)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([x, kernel])
+        ref = tf.nn.conv2d_transpose(x, kernel, expected.shape, 2, "SAME")
+    y, dx, dk = run(x, kernel)
+    np.testing.assert_allclose(y, expected, atol=1e-5)
+    np.testing.assert_allclose(ref, expected, atol=1e-5)
+    np.testing.assert_allclose(dx, tape.gradient(ref, x, dy), atol=1e-4)
+    np.testing.assert_allclose(dk, tape.gradient(ref, kernel, dy), atol=1e-4)
+    assert y.shape == (2, 2 * size, 2 * size, c_out)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("c_in,c_out,size", [(4, 8, 8), (1, 3, 16), (6, 2, 4)])
+def test_phase_conv_matches_keras(jit, c_in, c_out, size):
+    layer = keras.layers.Conv2D(c_out, 5, strides=2, padding="same",
+                                use_bias=False)
+    x = _randn(2, size, size, c_in)
+    expected = layer(x)
+    dy = _randn(*expected.shape)
+    kernel = tf.convert_to_tensor(layer.kernel)
+
+    @tf.function(jit_compile=jit)
+    def run(x, kernel):
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch([x, kernel])
+            y = phase_conv.conv2d_s2(x, kernel, "phase")
+        return y, tape.gradient(y, x, dy), tape.gradient(y, kernel, dy)
+
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([x, kernel])
+        ref = tf.nn.conv2d(x, kernel, 2, "SAME")
+    y, dx, dk = run(x, kernel)
+    np.testing.assert_allclose(y, expected, atol=1e-5)
+    np.testing.assert_allclose(dx, tape.gradient(ref, x, dy), atol=1e-4)
+    np.testing.assert_allclose(dk, tape.gradient(ref, kernel, dy), atol=1e-4)
+
+
+def test_phase_kernels_reject_other_sizes_and_impls():
+    with pytest.raises(ValueError, match="5x5"):
+        phase_conv.conv_phase_kernel(tf.zeros([3, 3, 2, 2]))
+    with pytest.raises(ValueError, match="native"):
+        phase_conv.conv2d_s2(tf.zeros([1, 4, 4, 1]), tf.zeros([5, 5, 1, 1]),
+                             "winograd")
+
+
+def _models_with_bn_statistics(**overrides):
+    """Tiny G and D whose BN layers have non-trivial gamma/beta/mean/var."""
+    kwargs = dict(image_size=32, base_filters=4, latent_dim=8)
+    kwargs.update(overrides)
+    g, d = build_models(ModelConfig(**kwargs))
+    for model in (g, d):
+        for layer in model._flatten_layers():
+            if isinstance(layer, keras.layers.BatchNormalization):
+                n = layer.gamma.shape[0]
+                layer.gamma.assign(RNG.uniform(0.5, 1.5, n).astype(np.float32))
+                layer.beta.assign(RNG.normal(0, 0.3, n).astype(np.float32))
+                layer.moving_mean.assign(RNG.normal(0, 0.2, n).astype(np.float32))
+                layer.moving_variance.assign(
+                    RNG.uniform(0.01, 0.2, n).astype(np.float32))
+    return g, d
+
+
+@pytest.mark.parametrize("conv_impl,xla", [("native", False), ("phase", False),
+                                           ("auto", False), ("auto", True)])
+def test_frozen_views_match_the_keras_models(conv_impl, xla):
+    g, d = _models_with_bn_statistics(feature_layer=3)
+    z = _randn(3, 8)
+    x = tf.constant(RNG.uniform(-1, 1, (3, 32, 32, 1)).astype(np.float32))
+
+    @tf.function(jit_compile=xla)
+    def run(z, x):
+        fg, fd = frozen.freeze(g, d, conv_impl, xla=xla)
+        logits, features = fd.logits_and_features(x)
+        return fg(z), logits, features, fd.features(x)
+
+    gz, logits, features, features_only = run(z, x)
+    ref_logits, ref_features = d.logits_and_features(x, training=False)
+    np.testing.assert_allclose(gz, g(z, training=False), atol=2e-5)
+    np.testing.assert_allclose(logits, ref_logits, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(features, ref_features, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(features_only, ref_features, rtol=1e-4,
+                               atol=1e-4)
+    assert features.shape == (3, 4, 4, 16)
+
+
+def test_frozen_discriminator_with_spectral_norm():
+    g, d = _models_with_bn_statistics(spectral_norm=True)
+    x = tf.constant(RNG.uniform(-1, 1, (2, 32, 32, 1)).astype(np.float32))
+    # One training call makes SpectralNormalization write its normalised
+    # kernels; inference then uses them.
+    d(x, training=True)
+    fg, fd = frozen.freeze(g, d, "phase")
+    ref_logits, ref_features = d.logits_and_features(x, training=False)
+    logits, features = fd.logits_and_features(x)
+    np.testing.assert_allclose(logits, ref_logits, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(features, ref_features, rtol=1e-4, atol=1e-5)
+
+
+def test_auto_policy_and_training_refused():
+    assert frozen.choose_conv_impl("auto", 64, 128, xla=True) == "phase"
+    assert frozen.choose_conv_impl("auto", 64, 128, xla=False) == "native"
+    assert frozen.choose_conv_impl("auto", 1, 64, xla=False) == "phase"
+    assert frozen.choose_conv_impl("native", 1, 64, xla=True) == "native"
+    with pytest.raises(ValueError, match="auto"):
+        frozen.choose_conv_impl("fast", 1, 1, xla=False)
+    g, d = _models_with_bn_statistics()
+    fg, _ = frozen.freeze(g, d)
+    with pytest.raises(ValueError, match="training=False"):
+        fg(tf.zeros([1, 8]), training=True)
