@@ -136,6 +136,11 @@ flags.DEFINE_enum("score", "anogan",
                   "(d_output), or A(x) with the bce discrimination loss (bce).")
 flags.DEFINE_boolean("mapping_jit_compile", True,
                      "XLA-compile the mapping loop (in-process).")
+flags.DEFINE_enum("mapping_conv_impl", "auto", ["auto", "native", "phase"],
+                  "How the frozen G and D run stride-2 convolutions while "
+                  "mapping: auto (polyphase under XLA and on image-side "
+                  "layers), native or phase; same results, different speed "
+                  "(benchmarks/mapping.py).")
 flags.DEFINE_enum("mode", "iterative", ["iterative", "encoder", "hybrid"],
                   "Mapping mode: iterative (the paper), encoder (f-AnoGAN one "
                   "pass) or hybrid (encoder init + --mapping_steps).")
@@ -240,7 +245,7 @@ def mapping_config_from_flags() -> config_lib.MappingConfig:
         batch_size=FLAGS.mapping_batch_size, restarts=FLAGS.restarts,
         seed=FLAGS.seed, discrimination_loss=discrimination, score=score,
         jit_compile=FLAGS.mapping_jit_compile, mode=FLAGS.mode,
-        kappa=FLAGS.kappa)
+        kappa=FLAGS.kappa, conv_impl=FLAGS.mapping_conv_impl)
 
 
 def eval_config_from_flags() -> config_lib.EvalConfig:

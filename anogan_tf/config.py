@@ -220,6 +220,10 @@ class MappingConfig:
         need `<model_dir>/encoder.keras`.
       kappa: kappa of the encoder-mode score
         MSE(x, G(E(x))) + kappa * MSE(f(x), f(G(E(x)))) (f-AnoGAN: 1).
+      conv_impl: How the frozen G and D run their stride-2 convolutions
+        during mapping and scoring: "auto" (polyphase form under XLA and on
+        the image-side layers, TF's native kernels otherwise; see
+        `models.frozen`), "native" or "phase". Same function either way.
     """
 
     steps: int = 500
@@ -236,6 +240,7 @@ class MappingConfig:
     jit_compile: bool = True
     mode: str = "iterative"
     kappa: float = 1.0
+    conv_impl: str = "auto"
 
     def __post_init__(self):
         if self.steps < 0:
@@ -260,6 +265,10 @@ class MappingConfig:
         if self.mode not in ("iterative", "encoder", "hybrid"):
             raise ConfigError(
                 f"mode must be iterative|encoder|hybrid, got {self.mode!r}.")
+        if self.conv_impl not in ("auto", "native", "phase"):
+            raise ConfigError(
+                f"mapping_conv_impl must be auto|native|phase, got "
+                f"{self.conv_impl!r}.")
         if self.kappa < 0:
             raise ConfigError(f"kappa must be >= 0 (f-AnoGAN: 1), got "
                               f"{self.kappa}.")

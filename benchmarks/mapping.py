@@ -65,6 +65,10 @@ _REPS = flags.DEFINE_integer(
 _MAX_CALL_SECONDS = flags.DEFINE_float(
     "max_call_seconds", 90.0, "Skip a configuration whose 2-step call is "
     "estimated (from a smaller batch) to take longer than this.")
+_CONV_IMPL = flags.DEFINE_enum(
+    "conv_impl", "auto", ["auto", "native", "phase"],
+    "MappingConfig.conv_impl of (b) and (c): how the frozen G and D run "
+    "stride-2 convs (models/frozen.py). (a) always uses the Keras layers.")
 _FLOP_CHECK = flags.DEFINE_boolean(
     "flop_check", True, "Cross-check the analytic FLOPs with TF's registry "
     "and the XLA HLO.")
@@ -89,7 +93,8 @@ EXTRAPOLATION_NOTE = (
 def _params(config, steps: int):
     from anogan_tf.config import MappingConfig
     from anogan_tf.mapping.latent import MappingParams
-    return MappingParams.create(config, MappingConfig(steps=steps))
+    return MappingParams.create(
+        config, MappingConfig(steps=steps, conv_impl=_CONV_IMPL.value))
 
 
 def naive_map_one(g, d, x, params, steps: int):
@@ -284,7 +289,8 @@ def main(argv):
     print(f"\nfp32 matmul peak: {peak_start['peak_gflops']:.1f} GFLOP/s at "
           f"the start, {peak_end['peak_gflops']:.1f} at the end; pct_peak "
           f"uses {peak['peak_gflops']:.1f}.")
-    print(f"\nLatent mapping, {size}x{size}x1 images, feature-matching loss.")
+    print(f"\nLatent mapping, {size}x{size}x1 images, feature-matching loss, "
+          f"conv_impl {_CONV_IMPL.value} for (b) and (c).")
     print(EXTRAPOLATION_NOTE.format(steps=steps))
     print("gflops: analytic FLOPs of the S-step loop (input gradients only, "
           "see roofline.py) / its time; pct_peak: of the matmul peak above.")
@@ -301,7 +307,8 @@ def main(argv):
         _OUTPUT_DIR.value, stem, rows,
         {"machine": info, "matmul_peak": peak, "flops": flop_rows,
          "note": EXTRAPOLATION_NOTE.format(steps=steps), "skipped": skipped,
-         "image_size": size, "elapsed_s": elapsed})
+         "image_size": size, "elapsed_s": elapsed,
+         "conv_impl": _CONV_IMPL.value})
     png = os.path.join(_OUTPUT_DIR.value, stem + ".png")
     plot(rows, png, steps)
     print(f"\nWrote {', '.join(paths + [png])} in {elapsed:.0f} s.")

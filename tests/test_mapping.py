@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from anogan_tf.config import MappingConfig, ModelConfig
+from anogan_tf.config import ConfigError, MappingConfig, ModelConfig
 from anogan_tf.mapping import LatentMapper, MappingParams, initial_latents, map_latents
 from anogan_tf.models import build_models
 
@@ -64,6 +64,26 @@ def test_xla_and_non_xla_agree(models, images):
     b = LatentMapper(g, d, p, batch_size=4, jit_compile=True).map(images, progress=False)
     np.testing.assert_allclose(b.anomaly_score, a.anomaly_score, rtol=1e-4)
     np.testing.assert_allclose(b.residual_map, a.residual_map, atol=1e-3)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_conv_impls_give_the_same_mapping(models, images, jit):
+    """The frozen graph's native and polyphase convs map to the same z*."""
+    g, d = models
+    out = {impl: LatentMapper(g, d, params(conv_impl=impl), batch_size=4,
+                              jit_compile=jit).map(images, progress=False)
+           for impl in ("native", "phase")}
+    np.testing.assert_allclose(out["phase"].anomaly_score,
+                               out["native"].anomaly_score, rtol=1e-4)
+    np.testing.assert_allclose(out["phase"].latent, out["native"].latent,
+                               atol=1e-3)
+    np.testing.assert_allclose(out["phase"].residual_map,
+                               out["native"].residual_map, atol=1e-3)
+
+
+def test_unknown_conv_impl_is_a_config_error():
+    with pytest.raises(ConfigError, match="auto\|native\|phase"):
+        MappingConfig(conv_impl="winograd")
 
 
 def test_loop_state_mapper_matches_variable_mapper(models, images):

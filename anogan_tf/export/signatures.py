@@ -227,7 +227,8 @@ def _mapping_loop(context: ExportContext, jit_compile: bool):
     # cannot compile) and the input checks stay in the plain outer functions.
     @tf.function(input_signature=[x_spec, z_spec], jit_compile=jit_compile)
     def mapping_loop(x, z0):
-        return latent.map_latents(g, d, x, z0, params)
+        fg, fd = latent.freeze_models(g, d, params, xla=jit_compile)
+        return latent.map_latents(fg, fd, x, z0, params)
 
     context.cache[key] = mapping_loop
     return mapping_loop
@@ -306,9 +307,8 @@ def _build_score_fast(context: ExportContext, jit_compile: bool):
                  jit_compile=False)
     def score_fast(images):
         x = validate_images(images, context.model_config)
-        x_logits, fx = d.logits_and_features(x, training=False)
-        z = latent.encode(context.encoder, x, params)
-        out = latent.encoder_outputs(g, d, x, fx, x_logits, z, params)
+        fg, fd = latent.freeze_models(g, d, params, xla=False)
+        out = latent.encoder_pass(fg, fd, context.encoder, x, params)
         return {k: out[k] for k in SCORE_OUTPUT_KEYS}
 
     return score_fast

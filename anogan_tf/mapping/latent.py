@@ -27,6 +27,7 @@ from typing import Dict
 import tensorflow as tf
 
 from anogan_tf.mapping import losses
+from anogan_tf.models import frozen
 
 __all__ = [
     "MappingParams",
@@ -39,6 +40,8 @@ __all__ = [
     "select_score",
     "final_outputs",
     "map_latents",
+    "freeze_models",
+    "encoder_pass",
     "encode",
     "izif_losses",
     "encoder_outputs",
@@ -68,6 +71,7 @@ class MappingParams:
     score: str
     seed: int
     kappa: float = 1.0
+    conv_impl: str = "auto"
 
     @classmethod
     def create(cls, model_config, mapping_config) -> "MappingParams":
@@ -78,7 +82,8 @@ class MappingParams:
                    lambda_weight=mapping_config.lambda_weight,
                    discrimination_loss=mapping_config.discrimination_loss,
                    score=mapping_config.score, seed=mapping_config.seed,
-                   kappa=mapping_config.kappa)
+                   kappa=mapping_config.kappa,
+                   conv_impl=mapping_config.conv_impl)
 
 
 def image_seeds(x, seed: int, restart) -> tf.Tensor:
@@ -186,12 +191,23 @@ def final_outputs(generator, discriminator, x, fx, x_logits, z,
     }
 
 
+def freeze_models(generator, discriminator, params: MappingParams,
+                  xla: bool):
+    """BN-folded frozen views of G and D for one traced mapping function.
+
+    Call inside the traced function, once, before any loop (see
+    `models.frozen`); `xla` says whether that function is XLA-compiled.
+    """
+    return frozen.freeze(generator, discriminator, params.conv_impl, xla=xla)
+
+
 def map_latents(generator, discriminator, x, z0, params: MappingParams):
     """Runs the mapping with z and Adam's moments as loop state.
 
     No variable is shared between calls, so concurrent calls (TF Serving
     requests) cannot interfere, and any batch size works. Used by the
-    exported signatures.
+    exported signatures. G and D are Keras models or their frozen views
+    (`freeze_models`, the fast choice).
 
     Returns:
       The dict of `final_outputs`.
@@ -246,6 +262,15 @@ def izif_losses(generator, discriminator, x, fx, z):
     fgz = discriminator.features(gz, training=False)
     return (gz, _mean_per_sample(tf.square(x - gz)),
             _mean_per_sample(tf.square(fx - fgz)))
+
+
+def encoder_pass(generator, discriminator, encoder, x,
+                 params: MappingParams) -> Dict[str, tf.Tensor]:
+    """The encoder mode end to end: z = E(x), then `encoder_outputs`."""
+    x_logits, fx = discriminator.logits_and_features(x, training=False)
+    z = encode(encoder, x, params)
+    return encoder_outputs(generator, discriminator, x, fx, x_logits, z,
+                           params)
 
 
 def encoder_outputs(generator, discriminator, x, fx, x_logits, z,

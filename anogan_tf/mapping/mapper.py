@@ -107,15 +107,18 @@ class LatentMapper:
                 self._encoder_batch, input_signature=[spec],
                 jit_compile=self.jit_compile)
 
+    def _frozen(self):
+        return latent.freeze_models(self.generator, self.discriminator,
+                                    self.params, xla=self.jit_compile)
+
     def _encoder_batch(self, x):
-        x_logits, fx = self.discriminator.logits_and_features(x, training=False)
-        z = latent.encode(self.encoder, x, self.params)
-        return latent.encoder_outputs(self.generator, self.discriminator, x,
-                                      fx, x_logits, z, self.params)
+        g, d = self._frozen()
+        return latent.encoder_pass(g, d, self.encoder, x, self.params)
 
     def _map_batch(self, x, z0):
         params = self.params
-        x_logits, fx = self.discriminator.logits_and_features(x, training=False)
+        g, d = self._frozen()
+        x_logits, fx = d.logits_and_features(x, training=False)
         self.z.assign(z0)
 
         def body(t, m, v):
@@ -123,7 +126,7 @@ class LatentMapper:
             with tf.GradientTape(watch_accessed_variables=False) as tape:
                 tape.watch(self.z)
                 total = tf.reduce_sum(latent.mapping_objective(
-                    self.generator, self.discriminator, x, fx, self.z, params))
+                    g, d, x, fx, self.z, params))
             grad = tape.gradient(total, self.z)
             z_new, m, v = latent.adam_update(self.z, grad, m, v, t, params)
             self.z.assign(z_new)
@@ -132,8 +135,8 @@ class LatentMapper:
         tf.while_loop(lambda t, *_: t <= params.steps, body,
                       (tf.constant(1, tf.int32), tf.zeros_like(z0),
                        tf.zeros_like(z0)))
-        return latent.final_outputs(self.generator, self.discriminator, x, fx,
-                                    x_logits, tf.identity(self.z), params)
+        return latent.final_outputs(g, d, x, fx, x_logits,
+                                    tf.identity(self.z), params)
 
     def map_batch(self, x: np.ndarray) -> Dict[str, np.ndarray]:
         """Maps exactly one batch (len(x) <= batch_size); pads and unpads."""
