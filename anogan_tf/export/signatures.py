@@ -223,12 +223,12 @@ def _mapping_loop(context: ExportContext, jit_compile: bool):
                            tf.float32)
     z_spec = tf.TensorSpec([None, params.latent_dim], tf.float32)
 
-    # With XLA only this loop is compiled: z0's fingerprint seeds (which XLA
-    # cannot compile) and the input checks stay in the plain outer functions.
-    @tf.function(input_signature=[x_spec, z_spec], jit_compile=jit_compile)
+    # With XLA only the mapping steps are compiled, in chunks inside a TF
+    # loop (`latent.descend`): z0's fingerprint seeds (which XLA cannot
+    # compile) and the input checks stay in plain functions.
+    @tf.function(input_signature=[x_spec, z_spec], jit_compile=False)
     def mapping_loop(x, z0):
-        fg, fd = latent.freeze_models(g, d, params, xla=jit_compile)
-        return latent.map_latents(fg, fd, x, z0, params)
+        return latent.map_latents(g, d, x, z0, params, xla=jit_compile)
 
     context.cache[key] = mapping_loop
     return mapping_loop

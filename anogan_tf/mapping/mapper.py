@@ -1,10 +1,14 @@
-"""The in-process latent mapper: a trainable z variable in one XLA loop.
+"""The in-process latent mapper: a trainable z variable, XLA-compiled steps.
 
 `LatentMapper` owns `z`, a `tf.Variable` of shape [batch_size, latent_dim],
-and runs the whole Gamma-step Adam loop on it in a single
-`tf.function(jit_compile=...)`. The batch size is fixed, so the function is
-traced and compiled once; the last batch of a dataset is padded and its pad
-rows are dropped. f(x) and D(x) are computed once per image, before the loop.
+and runs the whole Gamma-step Adam loop on it in one `tf.function`. With
+jit_compile=True the steps are XLA-compiled in chunks of
+`latent.XLA_CHUNK_STEPS` that update z in place, called from a TF while loop
+(XLA:CPU runs convolutions inside a compiled while loop several times
+slower; see `latent.descend`). G and D run as BN-folded frozen views
+(`models.frozen`). The batch size is fixed, so the functions are traced and
+compiled once; the last batch of a dataset is padded and its pad rows are
+dropped. f(x) and D(x) are computed once per image, before the loop.
 
 Each row of z is one image's latent: the summed loss gives each row its own
 gradient and Adam is elementwise, so images never influence each other.
@@ -64,7 +68,7 @@ class LatentMapper:
       params: The mapping constants (steps, lr, lambda, ...).
       batch_size: Fixed mapping batch size.
       restarts: Initialisations per image; the lowest final loss wins.
-      jit_compile: XLA-compile the loop (always explicit).
+      jit_compile: XLA-compile the mapping steps (always explicit).
       encoder: The f-AnoGAN encoder; needed by modes "encoder" and "hybrid".
       mode: "iterative" (the paper), "encoder" or "hybrid".
     """
@@ -97,8 +101,11 @@ class LatentMapper:
             lambda x, r: latent.initial_latents(x, self.params, r),
             input_signature=[spec, tf.TensorSpec((), tf.int64)],
             jit_compile=False)
+        # With XLA, `latent.descend` compiles the steps in chunks: XLA:CPU is
+        # several times slower on convolutions inside a compiled while loop,
+        # so the loop around the chunks is plain TF.
         self._map = tf.function(self._map_batch, input_signature=[spec, zspec],
-                                jit_compile=self.jit_compile)
+                                jit_compile=False)
         if encoder is not None:
             self._encode = tf.function(
                 lambda x: latent.encode(self.encoder, x, self.params),
@@ -107,36 +114,20 @@ class LatentMapper:
                 self._encoder_batch, input_signature=[spec],
                 jit_compile=self.jit_compile)
 
-    def _frozen(self):
-        return latent.freeze_models(self.generator, self.discriminator,
-                                    self.params, xla=self.jit_compile)
-
     def _encoder_batch(self, x):
-        g, d = self._frozen()
+        g, d = latent.freeze_models(self.generator, self.discriminator,
+                                    self.params, xla=self.jit_compile)
         return latent.encoder_pass(g, d, self.encoder, x, self.params)
 
     def _map_batch(self, x, z0):
         params = self.params
-        g, d = self._frozen()
+        g, d = latent.freeze_models(self.generator, self.discriminator,
+                                    params, xla=False)
         x_logits, fx = d.logits_and_features(x, training=False)
         self.z.assign(z0)
-
-        def body(t, m, v):
-            # Record only z: G's and D's weights are frozen constants here.
-            with tf.GradientTape(watch_accessed_variables=False) as tape:
-                tape.watch(self.z)
-                total = tf.reduce_sum(latent.mapping_objective(
-                    g, d, x, fx, self.z, params))
-            grad = tape.gradient(total, self.z)
-            z_new, m, v = latent.adam_update(self.z, grad, m, v, t, params)
-            self.z.assign(z_new)
-            return t + 1, m, v
-
-        tf.while_loop(lambda t, *_: t <= params.steps, body,
-                      (tf.constant(1, tf.int32), tf.zeros_like(z0),
-                       tf.zeros_like(z0)))
-        return latent.final_outputs(g, d, x, fx, x_logits,
-                                    tf.identity(self.z), params)
+        z = latent.descend(self.generator, self.discriminator, x, fx, self.z,
+                           params, xla=self.jit_compile)
+        return latent.final_outputs(g, d, x, fx, x_logits, z, params)
 
     def map_batch(self, x: np.ndarray) -> Dict[str, np.ndarray]:
         """Maps exactly one batch (len(x) <= batch_size); pads and unpads."""
