@@ -47,6 +47,52 @@ def test_jit_compiled_train_step_runs():
     assert np.isfinite(hist["g_loss"][-1])
 
 
+def _one_epoch(conv_impl, jit, x):
+    """Weights after 2 train steps from a fixed start (same init, same z).
+
+    SGD keeps the update linear in the gradients; Adam's first steps are
+    about lr * sign(g), which turns rounding noise in near-zero gradients
+    into full-size differences.
+    """
+    keras.utils.set_random_seed(3)
+    g, d = build_models(MODEL)
+    gan = GAN(g, d, 16, seed=5)
+    gan.compile(keras.optimizers.SGD(0.05), keras.optimizers.SGD(0.05),
+                conv_impl=conv_impl, jit_compile=jit)
+    gan.fit(x, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    return g, d
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_phase_and_native_convs_train_to_the_same_weights(jit):
+    """The polyphase stride-2 layers are the same function as Keras' native
+    ones, gradients included: identical starts give identical weights."""
+    x = np.random.default_rng(0).uniform(-1, 1, (16, 32, 32, 1)).astype(np.float32)
+    g_n, d_n = _one_epoch("native", jit, x)
+    g_p, d_p = _one_epoch("phase", jit, x)
+    assert g_p.deconvs[0].conv_impl == "phase"
+    assert d_p.convs[0].conv_impl == "phase"
+    for a, b in zip(_weights(g_n) + _weights(d_n), _weights(g_p) + _weights(d_p)):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+    g0, _ = build_models(MODEL)  # a fresh start differs from trained weights
+    changed = any(w0.shape == w.shape and not np.allclose(w0, w)
+                  for w0, w in zip(_weights(g0), _weights(g_p)))
+    assert changed
+
+
+def test_auto_conv_impl_follows_jit_compile():
+    g, d = build_models(MODEL)
+    gan = GAN(g, d, 16)
+    gan.compile(keras.optimizers.SGD(), keras.optimizers.SGD(),
+                jit_compile=True)
+    assert g.to_image.conv_impl == "phase" and d.convs[3].conv_impl == "phase"
+    gan.compile(keras.optimizers.SGD(), keras.optimizers.SGD(),
+                jit_compile=False)
+    assert g.to_image.conv_impl == "native" and d.convs[3].conv_impl == "native"
+    with pytest.raises(ValueError, match="native"):
+        g.set_conv_impl("fft")
+
+
 class _KillAfter(keras.callbacks.Callback):
     """Simulates a kill right after epoch `n`'s checkpoint was written."""
 

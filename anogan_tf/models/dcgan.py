@@ -14,6 +14,13 @@ Both follow Radford et al.'s DCGAN, which the paper uses unchanged:
 BatchNorm uses momentum 0.9 so that its moving statistics, which the frozen
 models use during latent mapping (`training=False`), settle within a few dozen
 steps even on short training runs.
+
+The stride-2 layers are Keras Conv2D/Conv2DTranspose with one switch,
+`conv_impl`: "native" (TF's kernels, the default) or "phase" (the polyphase
+stride-1 form of `phase_conv`, the same function). `set_conv_impl` flips it;
+`training.gan.GAN.compile(jit_compile=True)` picks "phase", because XLA:CPU
+compiles the native transposed convolutions (G's layers and D's input
+gradients) into slow generic loops. Weights and checkpoints do not change.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import keras
 from keras import layers
 
 from anogan_tf.config import ModelConfig
+from anogan_tf.models import phase_conv
 
 __all__ = ["Generator", "Discriminator", "build_models", "BN_MOMENTUM"]
 
@@ -35,6 +43,40 @@ _WIDTHS = (8, 4, 2, 1)  # multiples of base_filters, coarse to fine in G
 def _init():
     # DCGAN initialisation: N(0, 0.02).
     return keras.initializers.RandomNormal(stddev=0.02)
+
+
+class _StridedConv2DTranspose(layers.Conv2DTranspose):
+    """5x5 stride-2 'same' transposed conv with a selectable implementation."""
+
+    conv_impl = "native"
+
+    def call(self, inputs):
+        if self.conv_impl == "native":
+            return super().call(inputs)
+        y = phase_conv.conv2d_transpose_s2(
+            inputs, keras.ops.convert_to_tensor(self.kernel), self.conv_impl)
+        return y + self.bias if self.use_bias else y
+
+
+class _StridedConv2D(layers.Conv2D):
+    """5x5 stride-2 'same' conv with a selectable implementation."""
+
+    conv_impl = "native"
+
+    def call(self, inputs):
+        if self.conv_impl == "native":
+            return super().call(inputs)
+        y = phase_conv.conv2d_s2(
+            inputs, keras.ops.convert_to_tensor(self.kernel), self.conv_impl)
+        return y + self.bias if self.use_bias else y
+
+
+def _set_conv_impl(strided_layers, impl: str) -> None:
+    if impl not in phase_conv.CONV_IMPLS:
+        raise ValueError(f"conv_impl must be one of {phase_conv.CONV_IMPLS}, "
+                         f"got {impl!r}.")
+    for layer in strided_layers:
+        getattr(layer, "layer", layer).conv_impl = impl  # through SpectralNorm
 
 
 @keras.saving.register_keras_serializable(package="anogan_tf")
@@ -58,14 +100,18 @@ class Generator(keras.Model):
         self.deconvs = []
         self.bns = []
         for i, w in enumerate(_WIDTHS[1:]):
-            self.deconvs.append(layers.Conv2DTranspose(
+            self.deconvs.append(_StridedConv2DTranspose(
                 w * b, _KERNEL, strides=2, padding="same", use_bias=False,
                 kernel_initializer=_init(), name=f"deconv{i + 1}"))
             self.bns.append(layers.BatchNormalization(momentum=BN_MOMENTUM,
                                                       name=f"bn{i + 1}"))
-        self.to_image = layers.Conv2DTranspose(
+        self.to_image = _StridedConv2DTranspose(
             channels, _KERNEL, strides=2, padding="same",
             kernel_initializer=_init(), name="deconv4")
+
+    def set_conv_impl(self, impl: str) -> None:
+        """Runs the stride-2 layers "native" or "phase" (same function)."""
+        _set_conv_impl(list(self.deconvs) + [self.to_image], impl)
 
     def build(self, input_shape):
         # Run `call` once (not `self(...)`, which would re-enter build) so every
@@ -106,7 +152,7 @@ class Discriminator(keras.Model):
         self.convs = []
         self.bns = []
         for i, w in enumerate(reversed(_WIDTHS)):
-            conv = layers.Conv2D(w * base_filters, _KERNEL, strides=2,
+            conv = _StridedConv2D(w * base_filters, _KERNEL, strides=2,
                                  padding="same", kernel_initializer=_init(),
                                  name=f"conv{i + 1}")
             if spectral_norm:
@@ -121,6 +167,10 @@ class Discriminator(keras.Model):
         dense = layers.Dense(1, kernel_initializer=_init(), name="logit")
         self.logit = (layers.SpectralNormalization(dense, name="sn_logit")
                       if spectral_norm else dense)
+
+    def set_conv_impl(self, impl: str) -> None:
+        """Runs the stride-2 layers "native" or "phase" (same function)."""
+        _set_conv_impl(self.convs, impl)
 
     def build(self, input_shape):
         self.call(keras.ops.zeros((1, self.image_size, self.image_size,

@@ -3,7 +3,10 @@
 `GAN` receives its generator and discriminator, owns a SeedGenerator for the
 latent draws, and has one tape and one `optimizer.apply` per player. Its
 `compile` takes the two optimizers and forwards the rest (notably
-`jit_compile`, always explicit) to `keras.Model.compile`.
+`jit_compile`, always explicit) to `keras.Model.compile`. With
+jit_compile=True it also switches G's and D's stride-2 layers to the
+polyphase form (`models.phase_conv`): XLA:CPU turns the native transposed
+convolutions into slow generic loops (`benchmarks/training.py`).
 """
 
 from __future__ import annotations
@@ -59,8 +62,15 @@ class GAN(keras.Model):
         # optimizer slots) can be saved and restored.
         self.built = True
 
-    def compile(self, d_optimizer, g_optimizer, **kwargs):
+    def compile(self, d_optimizer, g_optimizer, conv_impl: str = "auto",
+                **kwargs):
+        """Args: the optimizers; conv_impl "auto" (phase under jit_compile,
+        else native), "native" or "phase"; the rest goes to keras."""
         super().compile(**kwargs)
+        if conv_impl == "auto":
+            conv_impl = "phase" if kwargs.get("jit_compile") is True else "native"
+        self.generator.set_conv_impl(conv_impl)
+        self.discriminator.set_conv_impl(conv_impl)
         self.d_optimizer = d_optimizer
         self.g_optimizer = g_optimizer
 
