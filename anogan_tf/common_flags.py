@@ -141,6 +141,10 @@ flags.DEFINE_enum("mapping_conv_impl", "auto", ["auto", "native", "phase"],
                   "mapping: auto (polyphase under XLA and on image-side "
                   "layers), native or phase; same results, different speed "
                   "(benchmarks/mapping.py).")
+flags.DEFINE_enum("mapping_compute_dtype", "float32", ["float32", "bfloat16"],
+                  "Precision of the frozen G and D while mapping: float32, or "
+                  "bfloat16 (mixed precision; z, Adam and losses stay float32) "
+                  "for GPUs and bfloat16-capable CPUs.")
 flags.DEFINE_enum("mode", "iterative", ["iterative", "encoder", "hybrid"],
                   "Mapping mode: iterative (the paper), encoder (f-AnoGAN one "
                   "pass) or hybrid (encoder init + --mapping_steps).")
@@ -245,7 +249,8 @@ def mapping_config_from_flags() -> config_lib.MappingConfig:
         batch_size=FLAGS.mapping_batch_size, restarts=FLAGS.restarts,
         seed=FLAGS.seed, discrimination_loss=discrimination, score=score,
         jit_compile=FLAGS.mapping_jit_compile, mode=FLAGS.mode,
-        kappa=FLAGS.kappa, conv_impl=FLAGS.mapping_conv_impl)
+        kappa=FLAGS.kappa, conv_impl=FLAGS.mapping_conv_impl,
+        compute_dtype=FLAGS.mapping_compute_dtype)
 
 
 def eval_config_from_flags() -> config_lib.EvalConfig:

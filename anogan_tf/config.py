@@ -224,6 +224,9 @@ class MappingConfig:
         during mapping and scoring: "auto" (polyphase form under XLA and on
         the image-side layers, TF's native kernels otherwise; see
         `models.frozen`), "native" or "phase". Same function either way.
+      compute_dtype: "float32", or "bfloat16" for mixed precision in the
+        frozen G and D (z, Adam and the losses stay float32); for GPUs and
+        CPUs with native bfloat16. Scores agree with float32 to about 1%.
     """
 
     steps: int = 500
@@ -241,6 +244,7 @@ class MappingConfig:
     mode: str = "iterative"
     kappa: float = 1.0
     conv_impl: str = "auto"
+    compute_dtype: str = "float32"
 
     def __post_init__(self):
         if self.steps < 0:
@@ -269,6 +273,10 @@ class MappingConfig:
             raise ConfigError(
                 f"mapping_conv_impl must be auto|native|phase, got "
                 f"{self.conv_impl!r}.")
+        if self.compute_dtype not in ("float32", "bfloat16"):
+            raise ConfigError(
+                f"mapping_compute_dtype must be float32 or bfloat16, got "
+                f"{self.compute_dtype!r}.")
         if self.kappa < 0:
             raise ConfigError(f"kappa must be >= 0 (f-AnoGAN: 1), got "
                               f"{self.kappa}.")

@@ -149,3 +149,44 @@ def test_auto_policy_and_training_refused():
     fg, _ = frozen.freeze(g, d)
     with pytest.raises(ValueError, match="training=False"):
         fg(tf.zeros([1, 8]), training=True)
+
+
+def unit_scale_generator(g, rng):
+    """Gives G variance-preserving weights and identity BN statistics, so its
+    activations and output are O(1) as in a trained model (fresh N(0, 0.02)
+    weights give outputs ~1e-5, too small to show precision effects)."""
+    for layer in list(g.deconvs) + [g.to_image, g.project]:
+        k = layer.kernel
+        # A stride-2 5x5 transposed conv sums ~25/4 taps per input channel.
+        fan_in = (k.shape[0] * k.shape[1] * k.shape[3] / 4 if len(k.shape) == 4
+                  else k.shape[0])
+        layer.kernel.assign(rng.normal(0, (1.0 / fan_in) ** 0.5,
+                                       k.shape).astype(np.float32))
+    for bn in [g.project_bn] + list(g.bns):
+        n = bn.gamma.shape[0]
+        bn.moving_mean.assign(np.zeros(n, np.float32))
+        bn.moving_variance.assign(np.full(n, 0.5, np.float32))
+
+
+def test_bfloat16_views_agree_with_float32():
+    """Mixed precision: bf16 weights/activations, float32 in and out."""
+    g, d = _models_with_bn_statistics()
+    unit_scale_generator(g, RNG)
+    z = _randn(4, 8)
+    x = tf.constant(RNG.uniform(-1, 1, (4, 32, 32, 1)).astype(np.float32))
+    f32 = frozen.freeze(g, d)
+    bf16 = frozen.freeze(g, d, compute_dtype="bfloat16")
+    assert bf16[0](z).dtype == tf.float32
+    gz32, gz16 = f32[0](z), bf16[0](z)
+    assert float(tf.reduce_max(tf.abs(gz32))) > 0.3
+    assert not np.array_equal(gz16, gz32)  # really computed in bfloat16
+    # bfloat16 keeps 8 bits of mantissa: ~0.4% per rounding.
+    np.testing.assert_allclose(gz16, gz32, atol=0.03)
+    l32, f32_features = f32[1].logits_and_features(x)
+    l16, f16_features = bf16[1].logits_and_features(x)
+    assert l16.dtype == tf.float32 and f16_features.dtype == tf.float32
+    scale = float(tf.reduce_max(tf.abs(f32_features)))
+    assert not np.array_equal(f16_features, f32_features)
+    np.testing.assert_allclose(f16_features, f32_features, atol=0.03 * scale)
+    with pytest.raises(ValueError, match="bfloat16"):
+        frozen.freeze(g, d, compute_dtype="float16")

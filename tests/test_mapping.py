@@ -7,6 +7,7 @@ import tensorflow as tf
 from anogan_tf.config import ConfigError, MappingConfig, ModelConfig
 from anogan_tf.mapping import LatentMapper, MappingParams, initial_latents, map_latents
 from anogan_tf.models import build_models
+from test_frozen import unit_scale_generator
 
 CFG = ModelConfig(image_size=32, channels=1, latent_dim=16, base_filters=4)
 
@@ -79,6 +80,29 @@ def test_conv_impls_give_the_same_mapping(models, images, jit):
                                atol=1e-3)
     np.testing.assert_allclose(out["phase"].residual_map,
                                out["native"].residual_map, atol=1e-3)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_bfloat16_mapping_agrees_with_float32(models, images, jit):
+    """Mixed-precision mapping: scores within a few percent of float32 and
+    the same ranking of images, on a G whose output is O(1)."""
+    g, d = build_models(CFG)
+    g.set_weights(models[0].get_weights())
+    d.set_weights(models[1].get_weights())
+    unit_scale_generator(g, np.random.default_rng(4))
+    f32 = LatentMapper(g, d, params(), batch_size=4,
+                       jit_compile=jit).map(images, progress=False)
+    bf16 = LatentMapper(g, d, params(compute_dtype="bfloat16"), batch_size=4,
+                        jit_compile=jit).map(images, progress=False)
+    assert bf16.anomaly_score.dtype == np.float32
+    assert np.abs(f32.reconstruction).max() > 0.3
+    assert not np.array_equal(bf16.reconstruction, f32.reconstruction)
+    np.testing.assert_allclose(bf16.anomaly_score, f32.anomaly_score,
+                               rtol=0.03)
+    np.testing.assert_array_equal(np.argsort(bf16.anomaly_score),
+                                  np.argsort(f32.anomaly_score))
+    with pytest.raises(ConfigError, match="bfloat16"):
+        MappingConfig(compute_dtype="float16")
 
 
 def test_unknown_conv_impl_is_a_config_error():

@@ -74,6 +74,7 @@ class MappingParams:
     seed: int
     kappa: float = 1.0
     conv_impl: str = "auto"
+    compute_dtype: str = "float32"
 
     @classmethod
     def create(cls, model_config, mapping_config) -> "MappingParams":
@@ -85,7 +86,8 @@ class MappingParams:
                    discrimination_loss=mapping_config.discrimination_loss,
                    score=mapping_config.score, seed=mapping_config.seed,
                    kappa=mapping_config.kappa,
-                   conv_impl=mapping_config.conv_impl)
+                   conv_impl=mapping_config.conv_impl,
+                   compute_dtype=mapping_config.compute_dtype)
 
 
 def image_seeds(x, seed: int, restart) -> tf.Tensor:
@@ -200,7 +202,8 @@ def freeze_models(generator, discriminator, params: MappingParams,
     Call inside the traced function, once, before any loop (see
     `models.frozen`); `xla` says whether that function is XLA-compiled.
     """
-    return frozen.freeze(generator, discriminator, params.conv_impl, xla=xla)
+    return frozen.freeze(generator, discriminator, params.conv_impl, xla=xla,
+                         compute_dtype=params.compute_dtype)
 
 
 # Steps per XLA-compiled call. XLA:CPU runs convolutions inside a compiled
