@@ -29,7 +29,12 @@ _IMAGE_SIZE = flags.DEFINE_integer("image_size", 64, "Image side (x16).")
 _REPS = flags.DEFINE_integer("reps", 5, "Timed calls (the fastest is reported).")
 _OUTPUT_DIR = flags.DEFINE_string(
     "output_dir", _common.DEFAULT_OUTPUT_DIR, "Where CSV and JSON go.")
-_TAG = flags.DEFINE_string("tag", "b16_bs64", "Output stem: layers_<tag>.*")
+_TAG = flags.DEFINE_string("tag", None, "Output stem: layers_<tag>.* "
+                           "(default b<base>_bs<batch>_<conv_impl>).")
+_CONV_IMPL = flags.DEFINE_enum(
+    "conv_impl", "native", ["native", "phase"],
+    "How the stride-2 layers run: TF's native (transposed) conv, or the "
+    "polyphase stride-1 form (anogan_tf/models/phase_conv.py).")
 
 COLUMNS = ["layer", "input", "mflop_fwd", "fwd_ms_tf", "fwd_ms_xla",
            "fwdbwd_ms_tf", "fwdbwd_ms_xla", "xla_over_tf_fwdbwd",
@@ -62,6 +67,8 @@ def main(argv):
     config, g, d = _common.build_models(b, size)
     macs = dict(roofline.layer_macs(size, b, config.channels, config.latent_dim))
     rows = []
+    g.set_conv_impl(_CONV_IMPL.value)
+    d.set_conv_impl(_CONV_IMPL.value)
     for name, layer, shape in _conv_layers(g, d, size):
         x = tf.constant(_common.random_images(n, shape[0], shape[2], 5))
 
@@ -97,12 +104,15 @@ def main(argv):
                                        (total[f"fwdbwd_ms_{k}"] / 1e3) / 1e9)
     rows.append(total)
     elapsed = time.perf_counter() - start
-    print(f"\nPer-layer time, base_filters {b}, batch {n}, {size}x{size}; "
+    print(f"\nPer-layer time, conv_impl {_CONV_IMPL.value}, base_filters {b}, "
+          f"batch {n}, {size}x{size}; "
           f"fastest of {_REPS.value} calls after a warm-up call. fwdbwd = "
           f"forward + input gradient (2x mflop_fwd).")
     print(_common.format_table(rows, COLUMNS))
-    paths = _common.write_results(_OUTPUT_DIR.value, f"layers_{_TAG.value}",
-                                  rows, {"machine": info, "elapsed_s": elapsed})
+    tag = _TAG.value or f"b{b}_bs{n}_{_CONV_IMPL.value}"
+    paths = _common.write_results(_OUTPUT_DIR.value, f"layers_{tag}", rows,
+                                  {"machine": info, "elapsed_s": elapsed,
+                                   "conv_impl": _CONV_IMPL.value})
     print(f"\nWrote {', '.join(paths)} in {elapsed:.0f} s.")
 
 

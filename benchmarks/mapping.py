@@ -69,6 +69,9 @@ _CONV_IMPL = flags.DEFINE_enum(
     "conv_impl", "auto", ["auto", "native", "phase"],
     "MappingConfig.conv_impl of (b) and (c): how the frozen G and D run "
     "stride-2 convs (models/frozen.py). (a) always uses the Keras layers.")
+_COMPUTE_DTYPE = flags.DEFINE_enum(
+    "compute_dtype", "float32", ["float32", "bfloat16"],
+    "MappingConfig.compute_dtype of (b) and (c) (mixed precision).")
 _FLOP_CHECK = flags.DEFINE_boolean(
     "flop_check", True, "Cross-check the analytic FLOPs with TF's registry "
     "and the XLA HLO.")
@@ -94,7 +97,8 @@ def _params(config, steps: int):
     from anogan_tf.config import MappingConfig
     from anogan_tf.mapping.latent import MappingParams
     return MappingParams.create(
-        config, MappingConfig(steps=steps, conv_impl=_CONV_IMPL.value))
+        config, MappingConfig(steps=steps, conv_impl=_CONV_IMPL.value,
+                              compute_dtype=_COMPUTE_DTYPE.value))
 
 
 def naive_map_one(g, d, x, params, steps: int):
@@ -290,7 +294,8 @@ def main(argv):
           f"the start, {peak_end['peak_gflops']:.1f} at the end; pct_peak "
           f"uses {peak['peak_gflops']:.1f}.")
     print(f"\nLatent mapping, {size}x{size}x1 images, feature-matching loss, "
-          f"conv_impl {_CONV_IMPL.value} for (b) and (c).")
+          f"conv_impl {_CONV_IMPL.value}, {_COMPUTE_DTYPE.value} for (b) and "
+          f"(c).")
     print(EXTRAPOLATION_NOTE.format(steps=steps))
     print("gflops: analytic FLOPs of the S-step loop (input gradients only, "
           "see roofline.py) / its time; pct_peak: of the matmul peak above.")
@@ -308,7 +313,8 @@ def main(argv):
         {"machine": info, "matmul_peak": peak, "flops": flop_rows,
          "note": EXTRAPOLATION_NOTE.format(steps=steps), "skipped": skipped,
          "image_size": size, "elapsed_s": elapsed,
-         "conv_impl": _CONV_IMPL.value})
+         "conv_impl": _CONV_IMPL.value,
+         "compute_dtype": _COMPUTE_DTYPE.value})
     png = os.path.join(_OUTPUT_DIR.value, stem + ".png")
     plot(rows, png, steps)
     print(f"\nWrote {', '.join(paths + [png])} in {elapsed:.0f} s.")

@@ -83,6 +83,17 @@ def _bn_scale_shift(bn) -> Tuple[tf.Tensor, tf.Tensor]:
     return s, t
 
 
+def _leaky_relu(h):
+    """LeakyReLU(0.2) as max(h, 0.2 h): the same values and gradients.
+
+    Written out because TF's grappler remapper fuses Conv2D + BiasAdd +
+    LeakyRelu and then fails on the gradient's LeakyReluGrad, which needs the
+    fused-away pre-activation ("remapper failed: ... fanout ... exist for
+    missing node"); the failure drops all of the remapper's fusions.
+    """
+    return tf.maximum(h, 0.2 * h)
+
+
 def _check_inference(training):
     if training:
         raise ValueError("Frozen models are for inference: call them with "
@@ -133,7 +144,8 @@ class FrozenGenerator:
         last = len(self._layers) - 1
         for i, ((kernel, bias), impl) in enumerate(zip(self._layers,
                                                        self.conv_impls)):
-            h = phase_conv.conv2d_transpose_s2(h, kernel, impl) + bias
+            h = tf.nn.bias_add(phase_conv.conv2d_transpose_s2(h, kernel, impl),
+                               bias)
             h = tf.tanh(h) if i == last else tf.nn.relu(h)
         return tf.cast(h, tf.float32)
 
@@ -167,8 +179,8 @@ class FrozenDiscriminator:
         h = tf.cast(x, self.dtype)
         for i, ((kernel, bias), impl) in enumerate(
                 zip(self._layers[:upto], self.conv_impls)):
-            h = tf.nn.leaky_relu(phase_conv.conv2d_s2(h, kernel, impl) + bias,
-                                 alpha=0.2)
+            h = tf.nn.bias_add(phase_conv.conv2d_s2(h, kernel, impl), bias)
+            h = _leaky_relu(h)
             if i + 1 == self.feature_layer:
                 features = tf.cast(h, tf.float32)
         return h, features
