@@ -23,58 +23,51 @@ def _randn(*shape):
     return tf.constant(RNG.standard_normal(shape).astype(np.float32))
 
 
+def _native_and_phase(kind, c_in, c_out):
+    """(Keras layer, native fn(x, kernel), phase fn(x, kernel)) for `kind`."""
+    if kind == "transposed":
+        layer = keras.layers.Conv2DTranspose(c_out, 5, strides=2,
+                                             padding="same", use_bias=False)
+
+        def native(x, kernel):
+            shape = [x.shape[0], 2 * x.shape[1], 2 * x.shape[2], c_out]
+            return tf.nn.conv2d_transpose(x, kernel, shape, 2, "SAME")
+
+        return layer, native, phase_conv.conv2d_transpose_s2
+    layer = keras.layers.Conv2D(c_out, 5, strides=2, padding="same",
+                                use_bias=False)
+    return layer, lambda x, k: tf.nn.conv2d(x, k, 2, "SAME"), phase_conv.conv2d_s2
+
+
 @pytest.mark.parametrize("jit", [False, True])
-@pytest.mark.parametrize("c_in,c_out,size", [(8, 4, 4), (3, 5, 8), (1, 6, 16)])
-def test_phase_transposed_conv_matches_keras(jit, c_in, c_out, size):
-    layer = keras.layers.Conv2DTranspose(c_out, 5, strides=2, padding="same",
-                                         use_bias=False)
+@pytest.mark.parametrize("kind,c_in,c_out,size", [
+    ("transposed", 8, 4, 4), ("transposed", 3, 5, 8), ("transposed", 1, 6, 16),
+    ("conv", 4, 8, 8), ("conv", 1, 3, 16), ("conv", 6, 2, 4)])
+def test_phase_form_matches_keras(jit, kind, c_in, c_out, size):
+    """Values, input gradients and kernel gradients of the polyphase form
+    equal Keras' stride-2 layer and TF's native op."""
+    layer, native, phase = _native_and_phase(kind, c_in, c_out)
     x = _randn(2, size, size, c_in)
     expected = layer(x)
     dy = _randn(*expected.shape)
+    kernel = tf.convert_to_tensor(layer.kernel)
 
     @tf.function(jit_compile=jit)
     def run(x, kernel):
         with tf.GradientTape(persistent=True) as tape:
             tape.watch([x, kernel])
-            y = phase_conv.conv2d_transpose_s2(x, kernel, "phase")
+            y = phase(x, kernel, "phase")
         return y, tape.gradient(y, x, dy), tape.gradient(y, kernel, dy)
 
-    kernel = tf.convert_to_tensor(layer.kernel)
     with tf.GradientTape(persistent=True) as tape:
         tape.watch([x, kernel])
-        ref = tf.nn.conv2d_transpose(x, kernel, expected.shape, 2, "SAME")
+        ref = native(x, kernel)
     y, dx, dk = run(x, kernel)
     np.testing.assert_allclose(y, expected, atol=1e-5)
     np.testing.assert_allclose(ref, expected, atol=1e-5)
     np.testing.assert_allclose(dx, tape.gradient(ref, x, dy), atol=1e-4)
     np.testing.assert_allclose(dk, tape.gradient(ref, kernel, dy), atol=1e-4)
-    assert y.shape == (2, 2 * size, 2 * size, c_out)
-
-
-@pytest.mark.parametrize("jit", [False, True])
-@pytest.mark.parametrize("c_in,c_out,size", [(4, 8, 8), (1, 3, 16), (6, 2, 4)])
-def test_phase_conv_matches_keras(jit, c_in, c_out, size):
-    layer = keras.layers.Conv2D(c_out, 5, strides=2, padding="same",
-                                use_bias=False)
-    x = _randn(2, size, size, c_in)
-    expected = layer(x)
-    dy = _randn(*expected.shape)
-    kernel = tf.convert_to_tensor(layer.kernel)
-
-    @tf.function(jit_compile=jit)
-    def run(x, kernel):
-        with tf.GradientTape(persistent=True) as tape:
-            tape.watch([x, kernel])
-            y = phase_conv.conv2d_s2(x, kernel, "phase")
-        return y, tape.gradient(y, x, dy), tape.gradient(y, kernel, dy)
-
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch([x, kernel])
-        ref = tf.nn.conv2d(x, kernel, 2, "SAME")
-    y, dx, dk = run(x, kernel)
-    np.testing.assert_allclose(y, expected, atol=1e-5)
-    np.testing.assert_allclose(dx, tape.gradient(ref, x, dy), atol=1e-4)
-    np.testing.assert_allclose(dk, tape.gradient(ref, kernel, dy), atol=1e-4)
+    assert y.shape == expected.shape
 
 
 def test_phase_kernels_reject_other_sizes_and_impls():

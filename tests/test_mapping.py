@@ -69,17 +69,24 @@ def test_xla_and_non_xla_agree(models, images):
 
 @pytest.mark.parametrize("jit", [False, True])
 def test_conv_impls_give_the_same_mapping(models, images, jit):
-    """The frozen graph's native and polyphase convs map to the same z*."""
+    """The frozen graph's native and polyphase convs map to the same z*.
+
+    Scores, G(z*) and residual maps are compared elementwise. Single latent
+    coordinates are not: along directions where the loss is flat, Adam's
+    normalised steps turn float rounding (different conv algorithms) into
+    differences of ~1e-3 after 20 steps, so z* is compared on average.
+    """
     g, d = models
     out = {impl: LatentMapper(g, d, params(conv_impl=impl), batch_size=4,
                               jit_compile=jit).map(images, progress=False)
            for impl in ("native", "phase")}
     np.testing.assert_allclose(out["phase"].anomaly_score,
                                out["native"].anomaly_score, rtol=1e-4)
-    np.testing.assert_allclose(out["phase"].latent, out["native"].latent,
-                               atol=1e-3)
+    np.testing.assert_allclose(out["phase"].reconstruction,
+                               out["native"].reconstruction, atol=1e-4)
     np.testing.assert_allclose(out["phase"].residual_map,
                                out["native"].residual_map, atol=1e-3)
+    assert np.mean(np.abs(out["phase"].latent - out["native"].latent)) < 1e-4
 
 
 @pytest.mark.parametrize("jit", [False, True])

@@ -45,30 +45,27 @@ def _init():
     return keras.initializers.RandomNormal(stddev=0.02)
 
 
-class _StridedConv2DTranspose(layers.Conv2DTranspose):
-    """5x5 stride-2 'same' transposed conv with a selectable implementation."""
+class _SelectableStride2:
+    """Mixin: a 5x5 stride-2 'same' Keras conv layer whose `call` runs TF's
+    native op or the polyphase form `_PHASE_FN` of `phase_conv`."""
 
     conv_impl = "native"
+    _PHASE_FN = None
 
     def call(self, inputs):
         if self.conv_impl == "native":
             return super().call(inputs)
-        y = phase_conv.conv2d_transpose_s2(
+        y = type(self)._PHASE_FN(
             inputs, keras.ops.convert_to_tensor(self.kernel), self.conv_impl)
         return y + self.bias if self.use_bias else y
 
 
-class _StridedConv2D(layers.Conv2D):
-    """5x5 stride-2 'same' conv with a selectable implementation."""
+class _StridedConv2DTranspose(_SelectableStride2, layers.Conv2DTranspose):
+    _PHASE_FN = staticmethod(phase_conv.conv2d_transpose_s2)
 
-    conv_impl = "native"
 
-    def call(self, inputs):
-        if self.conv_impl == "native":
-            return super().call(inputs)
-        y = phase_conv.conv2d_s2(
-            inputs, keras.ops.convert_to_tensor(self.kernel), self.conv_impl)
-        return y + self.bias if self.use_bias else y
+class _StridedConv2D(_SelectableStride2, layers.Conv2D):
+    _PHASE_FN = staticmethod(phase_conv.conv2d_s2)
 
 
 def _set_conv_impl(strided_layers, impl: str) -> None:
