@@ -112,6 +112,22 @@ def test_bfloat16_mapping_agrees_with_float32(models, images, jit):
         MappingConfig(compute_dtype="float16")
 
 
+def test_balanced_batch_size_pads_least_with_as_few_calls():
+    from anogan_tf.mapping.mapper import balanced_batch_size
+    assert balanced_batch_size(65, 64) == 33
+    assert balanced_batch_size(1, 64) == 1
+    assert balanced_batch_size(64, 64) == 64
+    assert balanced_batch_size(594, 128) == 119  # 5 calls, 1 pad row
+    for n in range(1, 300):
+        for cap in (1, 7, 64):
+            b = balanced_batch_size(n, cap)
+            assert 1 <= b <= cap
+            assert -(-n // b) == -(-n // cap)  # no extra calls
+            assert b * -(-n // b) - n < -(-n // b)  # < 1 pad row per call
+    with pytest.raises(ValueError, match="max_batch"):
+        balanced_batch_size(5, 0)
+
+
 def test_unknown_conv_impl_is_a_config_error():
     with pytest.raises(ConfigError, match="auto\|native\|phase"):
         MappingConfig(conv_impl="winograd")

@@ -32,7 +32,23 @@ import tensorflow as tf
 from anogan_tf.mapping import latent
 from anogan_tf.mapping.latent import MappingParams
 
-__all__ = ["MappingResult", "LatentMapper"]
+__all__ = ["MappingResult", "LatentMapper", "balanced_batch_size"]
+
+
+def balanced_batch_size(n_images: int, max_batch: int) -> int:
+    """The smallest fixed batch that maps `n_images` in as few calls as
+    `max_batch` would, so the padded last batch wastes little compute.
+
+    E.g. 65 images at max 64: batches of 33 (2 calls, 1 pad row) instead of
+    64 (2 calls, 63 pad rows); 1 image: a batch of 1. Scores do not depend on
+    the batch size (tests/test_mapping.py), only the cost does.
+    """
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be >= 1, got {max_batch}.")
+    if n_images < 1:
+        return max_batch
+    calls = -(-n_images // max_batch)
+    return -(-n_images // calls)
 
 
 @dataclasses.dataclass(frozen=True)

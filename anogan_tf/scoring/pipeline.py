@@ -21,6 +21,7 @@ from anogan_tf.data import (DataError, ImageSet, PatchSet, extract_patches,
                             load_images, stitch_maps)
 from anogan_tf.data.decode import decode_many
 from anogan_tf.mapping import LatentMapper, MappingParams, MappingResult
+from anogan_tf.mapping.mapper import balanced_batch_size
 from anogan_tf.models import load_encoder, load_model_dir
 from anogan_tf.scoring import calibration as calibration_lib
 from anogan_tf.scoring import metrics as metrics_lib
@@ -139,7 +140,9 @@ def score_image_set(images: ImageSet, generator, discriminator,
                               min_coverage=data_config.roi_min_coverage)
     mapper = LatentMapper(generator, discriminator,
                           MappingParams.create(model_config, mapping_config),
-                          batch_size=mapping_config.batch_size,
+                          # Same scores at any batch size; this one pads least.
+                          batch_size=balanced_batch_size(
+                              len(patches.patches), mapping_config.batch_size),
                           restarts=mapping_config.restarts,
                           jit_compile=mapping_config.jit_compile,
                           encoder=encoder, mode=mapping_config.mode)
