@@ -1,10 +1,12 @@
 """The latent mapping's building blocks, shared by every mapper.
 
 One implementation of the maths: the in-process mapper (a trainable z
-variable in an XLA-compiled loop, `mapper.LatentMapper`) and the exported
-serving graph (z as loop state, `map_latents`) both use `initial_latents`,
-`mapping_objective`, `adam_update` and `final_outputs` from here, and a parity
-test holds them together.
+variable, `mapper.LatentMapper`) and the exported serving graph (z as loop
+state, `map_latents`) both run `descend` (the Gamma Adam steps, optionally
+XLA-compiled in chunks of `XLA_CHUNK_STEPS`) on BN-folded frozen views of G
+and D (`freeze_models`), with `initial_latents`, `mapping_objective`,
+`adam_update` and `final_outputs` from here; parity tests hold them
+together.
 
 Initial z: each image draws its own z0 from the training prior with the
 stateless philox generator, seeded by (fingerprint of the image's 8-bit
