@@ -92,7 +92,8 @@ def test_conv_impls_give_the_same_mapping(models, images, jit):
 @pytest.mark.parametrize("jit", [False, True])
 def test_bfloat16_mapping_agrees_with_float32(models, images, jit):
     """Mixed-precision mapping: scores within a few percent of float32 and
-    the same ranking of images, on a G whose output is O(1)."""
+    the same order for clearly separated images, on a G whose output is
+    O(1)."""
     g, d = build_models(CFG)
     g.set_weights(models[0].get_weights())
     d.set_weights(models[1].get_weights())
@@ -106,8 +107,16 @@ def test_bfloat16_mapping_agrees_with_float32(models, images, jit):
     assert not np.array_equal(bf16.reconstruction, f32.reconstruction)
     np.testing.assert_allclose(bf16.anomaly_score, f32.anomaly_score,
                                rtol=0.03)
-    np.testing.assert_array_equal(np.argsort(bf16.anomaly_score),
-                                  np.argsort(f32.anomaly_score))
+    # Every pair of images that float32 separates by more than the bf16
+    # tolerance keeps its order (closer pairs may swap: a 0.5% rounding
+    # error can reorder scores 0.1% apart).
+    a, b = f32.anomaly_score, bf16.anomaly_score
+    gap = np.abs(a[:, None] - a[None, :]) / np.maximum(a[:, None], a[None, :])
+    separated = gap > 0.03
+    assert separated.sum() // 2 >= 5  # enough pairs are compared (7 of 21 here)
+    np.testing.assert_array_equal(
+        np.sign(b[:, None] - b[None, :])[separated],
+        np.sign(a[:, None] - a[None, :])[separated])
     with pytest.raises(ConfigError, match="bfloat16"):
         MappingConfig(compute_dtype="float16")
 
