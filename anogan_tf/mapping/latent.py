@@ -253,12 +253,15 @@ def _xla_chunk(generator, discriminator, params: MappingParams, n: int):
     return chunk
 
 
-def descend(generator, discriminator, x, fx, z, params: MappingParams,
+def descend(generator, discriminator, views, x, fx, z, params: MappingParams,
             xla: bool):
     """Gamma = params.steps Adam steps on z with G and D frozen (eq. 5).
 
     Args:
-      generator, discriminator: The Keras models; frozen views are made here.
+      generator, discriminator: The Keras models; with xla, each compiled
+        chunk makes its own frozen views from them.
+      views: The caller's non-XLA frozen views (G, D) (`freeze_models`,
+        xla=False), used for the steps when xla is False.
       x: Query images [N, H, W, C]; fx: f(x), computed once by the caller.
       z: z0 [N, latent_dim] as a tensor (then carried as loop state, for
         concurrent serving) or a tf.Variable holding z0 (updated in place).
@@ -277,7 +280,7 @@ def descend(generator, discriminator, x, fx, z, params: MappingParams,
             phases.append((_xla_chunk(generator, discriminator, params, rest),
                            1))
     else:
-        g, d = freeze_models(generator, discriminator, params, xla=False)
+        g, d = views
 
         def one_step(x, fx, z, m, v, t):
             return _adam_steps(g, d, x, fx, z, m, v, t, 1, params)
@@ -326,7 +329,7 @@ def map_latents(generator, discriminator, x, z0, params: MappingParams,
     """
     g, d = freeze_models(generator, discriminator, params, xla=False)
     x_logits, fx = d.logits_and_features(x, training=False)
-    z = descend(generator, discriminator, x, fx, z0, params, xla)
+    z = descend(generator, discriminator, (g, d), x, fx, z0, params, xla)
     return final_outputs(g, d, x, fx, x_logits, z, params)
 
 

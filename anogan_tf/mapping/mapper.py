@@ -141,8 +141,8 @@ class LatentMapper:
                                     params, xla=False)
         x_logits, fx = d.logits_and_features(x, training=False)
         self.z.assign(z0)
-        z = latent.descend(self.generator, self.discriminator, x, fx, self.z,
-                           params, xla=self.jit_compile)
+        z = latent.descend(self.generator, self.discriminator, (g, d), x, fx,
+                           self.z, params, xla=self.jit_compile)
         return latent.final_outputs(g, d, x, fx, x_logits, z, params)
 
     def map_batch(self, x: np.ndarray) -> Dict[str, np.ndarray]:
