@@ -68,12 +68,22 @@ class _StridedConv2D(_SelectableStride2, layers.Conv2D):
     _PHASE_FN = staticmethod(phase_conv.conv2d_s2)
 
 
+def unwrap(layer):
+    """The layer a SpectralNormalization wrapper holds, else the layer.
+
+    SpectralNormalization writes the normalised kernel into the wrapped
+    layer's variable during training, so the wrapped layer's kernel is the
+    one in use.
+    """
+    return getattr(layer, "layer", layer)
+
+
 def _set_conv_impl(strided_layers, impl: str) -> None:
     if impl not in phase_conv.CONV_IMPLS:
         raise ValueError(f"conv_impl must be one of {phase_conv.CONV_IMPLS}, "
                          f"got {impl!r}.")
     for layer in strided_layers:
-        getattr(layer, "layer", layer).conv_impl = impl  # through SpectralNorm
+        unwrap(layer).conv_impl = impl
 
 
 @keras.saving.register_keras_serializable(package="anogan_tf")

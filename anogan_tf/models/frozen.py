@@ -38,6 +38,7 @@ from typing import List, Sequence, Tuple
 import tensorflow as tf
 
 from anogan_tf.models import phase_conv
+from anogan_tf.models.dcgan import unwrap
 
 __all__ = ["CONV_IMPL_CHOICES", "COMPUTE_DTYPES", "choose_conv_impl",
            "freeze", "FrozenGenerator", "FrozenDiscriminator"]
@@ -100,15 +101,6 @@ def _check_inference(training):
                          "training=False (train the Keras models instead).")
 
 
-def _inner(layer):
-    """The wrapped layer of a SpectralNormalization wrapper, else the layer.
-
-    SpectralNormalization writes the normalised kernel into the wrapped
-    layer's variable during training, so reading it gives the kernel in use.
-    """
-    return getattr(layer, "layer", layer)
-
-
 class FrozenGenerator:
     """G with BN folded: z [N, latent_dim] -> images [N, s, s, C]."""
 
@@ -162,14 +154,14 @@ class FrozenDiscriminator:
         self.conv_impls = tuple(conv_impls)
         self._layers: List[Tuple[tf.Tensor, tf.Tensor]] = []
         for conv, bn in zip(discriminator.convs, discriminator.bns):
-            conv = _inner(conv)
+            conv = unwrap(conv)
             kernel = _t(conv.kernel)
             bias = _t(conv.bias) if conv.use_bias else tf.zeros(kernel.shape[-1])
             if bn is not None:
                 s, t = _bn_scale_shift(bn)
                 kernel, bias = kernel * s, bias * s + t
             self._layers.append((kernel, bias))
-        dense = _inner(discriminator.logit)
+        dense = unwrap(discriminator.logit)
         self._logit = _cast((_t(dense.kernel), _t(dense.bias)), self.dtype)
         self._layers = [_cast(w, self.dtype) for w in self._layers]
 
@@ -209,7 +201,7 @@ def _generator_channels(generator) -> List[Tuple[int, int]]:
 
 
 def _discriminator_channels(discriminator) -> List[Tuple[int, int]]:
-    return [(int(_inner(c).kernel.shape[2]), int(_inner(c).kernel.shape[3]))
+    return [(int(unwrap(c).kernel.shape[2]), int(unwrap(c).kernel.shape[3]))
             for c in discriminator.convs]
 
 
