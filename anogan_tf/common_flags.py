@@ -20,6 +20,7 @@ __all__ = [
     "FLAGS",
     "data_config_from_flags",
     "model_config_from_flags",
+    "resolve_d_norm",
     "train_config_from_flags",
     "mapping_config_from_flags",
     "eval_config_from_flags",
@@ -32,9 +33,12 @@ FLAGS = flags.FLAGS
 
 # --- data -----------------------------------------------------------------
 flags.DEFINE_enum("dataset", "synthetic_oct",
-                  ["synthetic_oct", "digits", "folder", "npy", "tfrecord"],
-                  "Image source. folder: a plain folder, or the MVTec AD layout "
-                  "when <data_path>/train/good exists; npy: a .npy or .npz file "
+                  ["synthetic_oct", "digits", "glyphs", "folder", "npy",
+                   "tfrecord"],
+                  "Image source. glyphs: digits rendered from matplotlib's "
+                  "fonts with random affine and elastic distortions; folder: "
+                  "a plain folder, or the MVTec AD layout when "
+                  "<data_path>/train/good exists; npy: a .npy or .npz file "
                   "(key 'images', optional 'labels', 'masks', 'ids'); tfrecord: "
                   "tf.train.Examples with an encoded 'image'.")
 flags.DEFINE_string("data_path", None,
@@ -54,7 +58,8 @@ flags.DEFINE_float("roi_min_coverage", 0.5,
 flags.DEFINE_list("resize", None,
                   "Resize every full image to H,W (e.g. 256,256). Needed when a "
                   "folder holds images of mixed sizes.")
-flags.DEFINE_integer("normal_class", 0, "The normal class of --dataset=digits.")
+flags.DEFINE_integer("normal_class", 0,
+                     "The normal class of --dataset=digits|glyphs (0..9).")
 flags.DEFINE_boolean("skip_bad_files", False,
                      "Skip unreadable or corrupt image files (and log a count) "
                      "instead of stopping with an error.")
@@ -66,6 +71,13 @@ flags.DEFINE_integer("oct_num_train", 200, "Normal synthetic_oct training B-scan
 flags.DEFINE_integer("oct_num_test", 64, "synthetic_oct test B-scans.")
 flags.DEFINE_float("oct_anomaly_fraction", 0.5,
                    "Fraction of synthetic_oct test B-scans with anomalies.")
+flags.DEFINE_integer("glyphs_num_train", 2000,
+                     "Normal training images of --dataset=glyphs.")
+flags.DEFINE_integer("glyphs_num_calibration", 200,
+                     "Held-out normal calibration images of --dataset=glyphs.")
+flags.DEFINE_integer("glyphs_num_test", 400,
+                     "Test images of --dataset=glyphs (half normal, half the "
+                     "other nine digits).")
 
 # --- model ----------------------------------------------------------------
 flags.DEFINE_integer("latent_dim", 100, "Size of z (the paper: 100).")
@@ -81,6 +93,11 @@ flags.DEFINE_boolean("spectral_norm", False,
 flags.DEFINE_enum("gan_loss", "dcgan", ["dcgan", "wgan_gp", "hinge"],
                   "GAN objective: dcgan (the paper's minimax, non-saturating G "
                   "loss), wgan_gp or hinge.")
+flags.DEFINE_enum("d_norm", "auto", ["auto", "batch", "layer", "none"],
+                  "Normalisation of D's conv blocks 2..4: batch (DCGAN), "
+                  "layer or none. auto: none with --spectral_norm, layer for "
+                  "wgan_gp (BatchNorm breaks the per-sample gradient penalty), "
+                  "else batch.")
 
 # --- training ---------------------------------------------------------------
 flags.DEFINE_string("model_dir", None, "Model dir (config.json, flags.cfg, "
@@ -111,6 +128,14 @@ flags.DEFINE_float("encoder_lr", 1e-4,
 flags.DEFINE_float("kappa", 1.0,
                    "f-AnoGAN kappa: weight of the feature term in the encoder's "
                    "izi_f loss and in the --mode=encoder score.")
+flags.DEFINE_float("holdout_fraction", 0.1,
+                   "Share of the normal training images held out to measure "
+                   "G's coverage each epoch (history.json: diversity, "
+                   "coverage_residual, coverage_ratio).")
+flags.DEFINE_boolean("select_best", True,
+                     "Keep the epoch with the best held-out coverage as the "
+                     "model dir's generator/discriminator (used by scoring and "
+                     "export); false: the last epoch.")
 flags.DEFINE_float("divergence_threshold", 1e4,
                    "Stop with an error when a loss exceeds this or is NaN/Inf.")
 
@@ -215,7 +240,10 @@ def data_config_from_flags(image_size: Optional[int] = None,
         skip_bad_files=FLAGS.skip_bad_files, seed=FLAGS.seed,
         oct_height=FLAGS.oct_height, oct_width=FLAGS.oct_width,
         oct_num_train=FLAGS.oct_num_train, oct_num_test=FLAGS.oct_num_test,
-        oct_anomaly_fraction=FLAGS.oct_anomaly_fraction)
+        oct_anomaly_fraction=FLAGS.oct_anomaly_fraction,
+        glyphs_num_train=FLAGS.glyphs_num_train,
+        glyphs_num_calibration=FLAGS.glyphs_num_calibration,
+        glyphs_num_test=FLAGS.glyphs_num_test)
 
 
 def model_config_from_flags() -> config_lib.ModelConfig:
@@ -223,7 +251,18 @@ def model_config_from_flags() -> config_lib.ModelConfig:
         image_size=FLAGS.image_size, channels=FLAGS.channels,
         latent_dim=FLAGS.latent_dim, base_filters=FLAGS.base_filters,
         feature_layer=FLAGS.feature_layer, prior=FLAGS.prior,
-        spectral_norm=FLAGS.spectral_norm, gan_loss=FLAGS.gan_loss)
+        spectral_norm=FLAGS.spectral_norm, gan_loss=FLAGS.gan_loss,
+        d_norm=resolve_d_norm(FLAGS.d_norm, FLAGS.gan_loss,
+                              FLAGS.spectral_norm))
+
+
+def resolve_d_norm(d_norm: str, gan_loss: str, spectral_norm: bool) -> str:
+    """The D normalisation "auto" stands for (see --d_norm)."""
+    if d_norm != "auto":
+        return d_norm
+    if spectral_norm:
+        return "none"
+    return "layer" if gan_loss == "wgan_gp" else "batch"
 
 
 def train_config_from_flags() -> config_lib.TrainConfig:
@@ -236,7 +275,9 @@ def train_config_from_flags() -> config_lib.TrainConfig:
         gp_weight=FLAGS.gp_weight, jit_compile=FLAGS.jit_compile,
         seed=FLAGS.seed, sample_every=FLAGS.sample_every,
         divergence_threshold=FLAGS.divergence_threshold,
-        encoder_lr=FLAGS.encoder_lr, kappa=FLAGS.kappa)
+        encoder_lr=FLAGS.encoder_lr, kappa=FLAGS.kappa,
+        holdout_fraction=FLAGS.holdout_fraction,
+        select_best=FLAGS.select_best)
 
 
 def mapping_config_from_flags() -> config_lib.MappingConfig:

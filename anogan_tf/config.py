@@ -28,6 +28,7 @@ MODEL_CONFIG_FILE = "config.json"
 
 PRIORS = ("uniform", "normal")
 GAN_LOSSES = ("dcgan", "wgan_gp", "hinge")
+D_NORMS = ("batch", "layer", "none")
 
 
 class ConfigError(ValueError):
@@ -49,6 +50,12 @@ class ModelConfig:
       prior: Latent prior, "uniform" on [-1, 1] (DCGAN) or "normal".
       spectral_norm: Spectral normalisation of D's conv and dense kernels.
       gan_loss: Training objective, "dcgan" (the paper), "wgan_gp" or "hinge".
+      d_norm: Normalisation of D's conv blocks 2..4: "batch" (DCGAN, the
+        paper), "layer" (per-sample LayerNorm over each block's activations)
+        or "none". A WGAN-GP critic must not use BatchNorm: the gradient
+        penalty is per sample and BatchNorm mixes the samples of a batch
+        (Gulrajani et al. 2017, sec. 4). Model dirs written before this
+        field existed load as "batch" ("none" with spectral_norm).
     """
 
     image_size: int = 64
@@ -59,6 +66,7 @@ class ModelConfig:
     prior: str = "uniform"
     spectral_norm: bool = False
     gan_loss: str = "dcgan"
+    d_norm: str = "batch"
 
     def __post_init__(self):
         if self.image_size < 16 or self.image_size % 16:
@@ -82,6 +90,9 @@ class ModelConfig:
         if self.gan_loss not in GAN_LOSSES:
             raise ConfigError(
                 f"gan_loss must be one of {GAN_LOSSES}, got {self.gan_loss!r}.")
+        if self.d_norm not in D_NORMS:
+            raise ConfigError(
+                f"d_norm must be one of {D_NORMS}, got {self.d_norm!r}.")
 
     @property
     def image_shape(self) -> Tuple[int, int, int]:
@@ -93,9 +104,9 @@ class DataConfig:
     """Where images come from and how they are cut into model inputs.
 
     Attributes:
-      dataset: "synthetic_oct", "digits", "folder" (a plain folder, or the
-        MVTec AD layout when `train/good` exists), "npy" (.npy/.npz) or
-        "tfrecord".
+      dataset: "synthetic_oct", "digits", "glyphs" (rendered font digits,
+        anogan_tf.data.glyphs), "folder" (a plain folder, or the MVTec AD
+        layout when `train/good` exists), "npy" (.npy/.npz) or "tfrecord".
       data_path: File or folder for the file-based datasets.
       channels: Channels after conversion (1 or 3).
       image_size: Model input side; patches are resized to it if
@@ -106,13 +117,17 @@ class DataConfig:
         retina band found by intensity.
       roi_min_coverage: Fraction of a patch that must lie in the ROI.
       resize: Optional (height, width) every full image is resized to.
-      normal_class: The normal class of `digits`.
+      normal_class: The normal class (digit 0..9) of `digits` and `glyphs`.
       skip_bad_files: Skip (and count) unreadable files instead of failing.
       seed: Seed of every random choice in the data (splits, synthesis).
       oct_height, oct_width: Size of the synthetic B-scans.
       oct_num_train: Number of normal synthetic training B-scans.
       oct_num_test: Number of synthetic test B-scans.
       oct_anomaly_fraction: Fraction of anomalous test B-scans.
+      glyphs_num_train: Normal training images of `glyphs`.
+      glyphs_num_calibration: Held-out normal images of `glyphs`.
+      glyphs_num_test: Test images of `glyphs`; half of them (rounded down)
+        normal, the rest spread over the nine other digits.
     """
 
     dataset: str = "synthetic_oct"
@@ -132,6 +147,9 @@ class DataConfig:
     oct_num_train: int = 200
     oct_num_test: int = 64
     oct_anomaly_fraction: float = 0.5
+    glyphs_num_train: int = 2000
+    glyphs_num_calibration: int = 200
+    glyphs_num_test: int = 400
 
     @property
     def effective_patch_size(self) -> int:
@@ -163,6 +181,11 @@ class TrainConfig:
         (`--stage=encoder`; Adam betas 0.9, 0.999).
       kappa: kappa in the encoder's izi_f loss
         MSE(x, G(E(x))) + kappa * MSE(f(x), f(G(E(x)))) (f-AnoGAN: 1).
+      holdout_fraction: Share of the normal training images kept out of
+        training to measure G's coverage each epoch (training/health.py).
+      select_best: Make the epoch with the best held-out coverage the model
+        dir's generator.keras/discriminator.keras (what scoring and export
+        load); False: the last epoch.
     """
 
     model_dir: str
@@ -181,6 +204,8 @@ class TrainConfig:
     divergence_threshold: float = 1e4
     encoder_lr: float = 1e-4
     kappa: float = 1.0
+    holdout_fraction: float = 0.1
+    select_best: bool = True
 
     def __post_init__(self):
         if self.batch_size < 1:
@@ -196,6 +221,11 @@ class TrainConfig:
         if self.kappa < 0:
             raise ConfigError(f"kappa must be >= 0 (f-AnoGAN: 1), got "
                               f"{self.kappa}.")
+        if not 0.0 <= self.holdout_fraction < 1.0:
+            raise ConfigError(
+                f"holdout_fraction must be in [0, 1) (0.1 keeps 10% of the "
+                f"training images for the health metrics), got "
+                f"{self.holdout_fraction}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -360,6 +390,9 @@ def load_model_config(model_dir: str) -> ModelConfig:
             f"from the run's flags.cfg.") from e
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold a JSON object, got {type(raw).__name__}.")
+    if "d_norm" not in raw:
+        # Written before d_norm existed: D had BatchNorm unless spectral norm.
+        raw["d_norm"] = "none" if raw.get("spectral_norm") else "batch"
     known = {f.name for f in dataclasses.fields(ModelConfig)}
     unknown = sorted(set(raw) - known)
     if unknown:

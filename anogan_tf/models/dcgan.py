@@ -7,7 +7,8 @@ Both follow Radford et al.'s DCGAN, which the paper uses unchanged:
   ReLU between them and tanh at the output. With the paper's b = 64 the
   feature maps are 512-256-128-64 wide.
 * Discriminator: four strided 5x5 convolutions of widths b, 2b, 4b, 8b with
-  LeakyReLU(0.2), BatchNorm on all but the first, then a dense logit. It
+  LeakyReLU(0.2), BatchNorm on all but the first (or, with `d_norm`,
+  per-sample LayerNorm or nothing: a WGAN-GP critic), then a dense logit. It
   returns the logit and, for feature matching, the activations of one conv
   block (the last by default, as in the paper).
 
@@ -25,12 +26,12 @@ gradients) into slow generic loops. Weights and checkpoints do not change.
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import keras
 from keras import layers
 
-from anogan_tf.config import ModelConfig
+from anogan_tf.config import D_NORMS, ModelConfig
 from anogan_tf.models import phase_conv
 
 __all__ = ["Generator", "Discriminator", "build_models", "BN_MOMENTUM"]
@@ -66,6 +67,17 @@ class _StridedConv2DTranspose(_SelectableStride2, layers.Conv2DTranspose):
 
 class _StridedConv2D(_SelectableStride2, layers.Conv2D):
     _PHASE_FN = staticmethod(phase_conv.conv2d_s2)
+
+
+def _d_norm_layer(d_norm: str, block: int):
+    """D's normalisation after conv block `block` (None for "none")."""
+    if d_norm == "batch":
+        return layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"bn{block}")
+    if d_norm == "layer":
+        # Per sample over the whole block (H, W, C), as in Gulrajani et al.'s
+        # critic: no statistics are shared between the samples of a batch.
+        return layers.LayerNormalization(axis=(1, 2, 3), name=f"ln{block}")
+    return None
 
 
 def unwrap(layer):
@@ -149,13 +161,19 @@ class Discriminator(keras.Model):
 
     def __init__(self, image_size: int = 64, channels: int = 1,
                  base_filters: int = 64, feature_layer: int = 4,
-                 spectral_norm: bool = False, **kwargs):
+                 spectral_norm: bool = False, d_norm: Optional[str] = None,
+                 **kwargs):
         super().__init__(**kwargs)
+        if d_norm is None:  # saved before d_norm existed
+            d_norm = "none" if spectral_norm else "batch"
+        if d_norm not in D_NORMS:
+            raise ValueError(f"d_norm must be one of {D_NORMS}, got {d_norm!r}.")
         self.image_size = image_size
         self.channels = channels
         self.base_filters = base_filters
         self.feature_layer = feature_layer
         self.spectral_norm = spectral_norm
+        self.d_norm = d_norm
         self.convs = []
         self.bns = []
         for i, w in enumerate(reversed(_WIDTHS)):
@@ -165,11 +183,8 @@ class Discriminator(keras.Model):
             if spectral_norm:
                 conv = layers.SpectralNormalization(conv, name=f"sn_conv{i + 1}")
             self.convs.append(conv)
-            # No BN on the first block (DCGAN); none at all with spectral norm,
-            # which replaces it as the stabiliser.
-            self.bns.append(None if (i == 0 or spectral_norm) else
-                            layers.BatchNormalization(momentum=BN_MOMENTUM,
-                                                      name=f"bn{i + 1}"))
+            # No normalisation on the first block (DCGAN).
+            self.bns.append(None if i == 0 else _d_norm_layer(d_norm, i + 1))
         self.flatten = layers.Flatten()
         dense = layers.Dense(1, kernel_initializer=_init(), name="logit")
         self.logit = (layers.SpectralNormalization(dense, name="sn_logit")
@@ -208,7 +223,8 @@ class Discriminator(keras.Model):
         return {"image_size": self.image_size, "channels": self.channels,
                 "base_filters": self.base_filters,
                 "feature_layer": self.feature_layer,
-                "spectral_norm": self.spectral_norm, "name": self.name}
+                "spectral_norm": self.spectral_norm, "d_norm": self.d_norm,
+                "name": self.name}
 
 
 def build_models(config: ModelConfig) -> Tuple[Generator, Discriminator]:
@@ -217,6 +233,7 @@ def build_models(config: ModelConfig) -> Tuple[Generator, Discriminator]:
                   config.base_filters, name="generator")
     d = Discriminator(config.image_size, config.channels, config.base_filters,
                       config.feature_layer, config.spectral_norm,
+                      config.d_norm,
                       name="discriminator")
     g.build((None, config.latent_dim))
     d.build((None,) + config.image_shape)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from typing import List, Sequence, Tuple
 
+import keras
 import tensorflow as tf
 
 from anogan_tf.models import phase_conv
@@ -95,6 +96,15 @@ def _leaky_relu(h):
     return tf.maximum(h, 0.2 * h)
 
 
+def _layer_norm(h, gamma_beta, epsilon):
+    """Keras LayerNormalization(axis=(1, 2, 3)) of h [N, H, W, C]."""
+    gamma, beta = gamma_beta
+    mean, var = tf.nn.moments(tf.cast(h, tf.float32), axes=[1, 2, 3],
+                              keepdims=True)
+    inv = tf.cast(tf.math.rsqrt(var + epsilon), h.dtype)
+    return (h - tf.cast(mean, h.dtype)) * inv * gamma + beta
+
+
 def _check_inference(training):
     if training:
         raise ValueError("Frozen models are for inference: call them with "
@@ -143,7 +153,11 @@ class FrozenGenerator:
 
 
 class FrozenDiscriminator:
-    """D with BN folded; logits [N, 1] and f(x) of block `feature_layer`."""
+    """D with BN folded; logits [N, 1] and f(x) of block `feature_layer`.
+
+    LayerNorm (a WGAN-GP critic's `d_norm="layer"`) depends on each sample's
+    own statistics, so it cannot be folded; it is computed after the conv.
+    """
 
     def __init__(self, discriminator, conv_impls: Sequence[str],
                  dtype=tf.float32):
@@ -153,14 +167,20 @@ class FrozenDiscriminator:
         self.feature_layer = discriminator.feature_layer
         self.conv_impls = tuple(conv_impls)
         self._layers: List[Tuple[tf.Tensor, tf.Tensor]] = []
-        for conv, bn in zip(discriminator.convs, discriminator.bns):
+        self._layer_norms = []
+        for conv, norm in zip(discriminator.convs, discriminator.bns):
             conv = unwrap(conv)
             kernel = _t(conv.kernel)
             bias = _t(conv.bias) if conv.use_bias else tf.zeros(kernel.shape[-1])
-            if bn is not None:
-                s, t = _bn_scale_shift(bn)
+            layer_norm = None
+            if isinstance(norm, keras.layers.BatchNormalization):
+                s, t = _bn_scale_shift(norm)
                 kernel, bias = kernel * s, bias * s + t
+            elif norm is not None:
+                layer_norm = (_cast((_t(norm.gamma), _t(norm.beta)), self.dtype),
+                              float(norm.epsilon))
             self._layers.append((kernel, bias))
+            self._layer_norms.append(layer_norm)
         dense = unwrap(discriminator.logit)
         self._logit = _cast((_t(dense.kernel), _t(dense.bias)), self.dtype)
         self._layers = [_cast(w, self.dtype) for w in self._layers]
@@ -169,9 +189,11 @@ class FrozenDiscriminator:
         """(last activations, f(x) as float32) after `upto` blocks."""
         features = None
         h = tf.cast(x, self.dtype)
-        for i, ((kernel, bias), impl) in enumerate(
-                zip(self._layers[:upto], self.conv_impls)):
+        for i, ((kernel, bias), layer_norm, impl) in enumerate(
+                zip(self._layers[:upto], self._layer_norms, self.conv_impls)):
             h = tf.nn.bias_add(phase_conv.conv2d_s2(h, kernel, impl), bias)
+            if layer_norm is not None:
+                h = _layer_norm(h, *layer_norm)
             h = _leaky_relu(h)
             if i + 1 == self.feature_layer:
                 features = tf.cast(h, tf.float32)

@@ -147,7 +147,7 @@ def train_encoder(model_dir: str, data_config: DataConfig,
         with open(path + ".tmp", "w") as f:
             f.write(flags_text)
         os.replace(path + ".tmp", path)
-    patches = training_patches(data_config)
+    patches, _ = training_patches(data_config)
     steps = train_config.steps_per_epoch or max(
         1, len(patches) // train_config.batch_size)
     dataset = make_train_dataset(patches, train_config.batch_size,

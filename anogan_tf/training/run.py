@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import keras
 import numpy as np
@@ -16,6 +15,7 @@ from anogan_tf.config import DataConfig, ModelConfig, TrainConfig
 from anogan_tf.data import extract_patches, load_images, make_train_dataset
 from anogan_tf.models import build_models
 from anogan_tf.training import callbacks as cb
+from anogan_tf.training import health
 from anogan_tf.training.gan import GAN
 
 __all__ = ["TrainResult", "train_gan", "prepare_model_dir", "training_patches",
@@ -35,6 +35,7 @@ class TrainResult:
       history: Per-epoch metrics of this run (empty if nothing was left).
       num_train_patches: Training inputs after patching and ROI filtering.
       sample_path: The last sample grid PNG, if one was written.
+      warnings: Training-health warnings raised during the run.
     """
 
     model_dir: str
@@ -43,6 +44,7 @@ class TrainResult:
     history: Dict[str, List[float]]
     num_train_patches: int
     sample_path: Optional[str]
+    warnings: Tuple[str, ...] = ()
 
 
 def prepare_model_dir(model_dir: str, model_config: ModelConfig,
@@ -73,16 +75,41 @@ def prepare_model_dir(model_dir: str, model_config: ModelConfig,
         os.replace(path + ".tmp", path)
 
 
-def training_patches(data_config: DataConfig) -> np.ndarray:
-    """Loads the normal training images and cuts them into model inputs."""
-    images = load_images(data_config, "train")
-    patches = extract_patches(
+def _patches_of(images, data_config: DataConfig) -> np.ndarray:
+    return extract_patches(
         images, data_config.effective_patch_size,
         data_config.effective_patch_stride, data_config.image_size,
-        roi=data_config.roi, min_coverage=data_config.roi_min_coverage)
-    logging.info("Training on %d patches of %d images (%s).",
-                 len(patches.patches), len(images.images), data_config.dataset)
-    return patches.patches
+        roi=data_config.roi, min_coverage=data_config.roi_min_coverage).patches
+
+
+def training_patches(data_config: DataConfig, holdout_fraction: float = 0.0
+                     ) -> Tuple[np.ndarray, np.ndarray]:
+    """Loads the normal training images and cuts them into model inputs.
+
+    Args:
+      data_config: The training data.
+      holdout_fraction: Share of the training *images* (not patches, so no
+        held-out pixel is trained on through an overlapping patch) kept out
+        of training for the health metrics; a seeded choice, at most 256
+        images and never all of them.
+
+    Returns:
+      (training patches, held-out patches); the second may be empty.
+    """
+    images = load_images(data_config, "train")
+    n = len(images.images)
+    n_out = min(256, int(round(holdout_fraction * n)), max(0, n - 2))
+    order = np.random.default_rng([int(data_config.seed) % 2 ** 63, 7]
+                                  ).permutation(n)
+    held = np.sort(order[:n_out])
+    kept = np.sort(order[n_out:])
+    train = _patches_of(images.subset(kept) if n_out else images, data_config)
+    holdout = (_patches_of(images.subset(held), data_config) if n_out
+               else train[:0])
+    logging.info("Training on %d patches of %d images (%s); %d patches of %d "
+                 "held-out images check G's coverage.", len(train),
+                 n - n_out, data_config.dataset, len(holdout), n_out)
+    return train, holdout
 
 
 def _build_gan(model_config: ModelConfig, train_config: TrainConfig) -> GAN:
@@ -109,15 +136,21 @@ def _build_gan(model_config: ModelConfig, train_config: TrainConfig) -> GAN:
 def fit_and_record(model: keras.Model, dataset, train_config: TrainConfig,
                    initial_epoch: int, steps: int, callbacks, verbose: int,
                    history_path: str) -> Dict[str, List[float]]:
-    """Runs `model.fit` from `initial_epoch` and appends its per-epoch
-    metrics as one JSON line to `history_path`; returns them."""
+    """Runs `model.fit` from `initial_epoch`; returns this run's metrics.
+
+    Every finished epoch's logs (including those callbacks add, such as the
+    health metrics) are kept in `history_path` across resumes
+    (`callbacks.HistoryWriter`, placed before the checkpoint callback so a
+    kill between the two redoes the epoch rather than losing its record).
+    """
+    callbacks = list(callbacks)
+    at = next((i for i, c in enumerate(callbacks)
+               if isinstance(c, cb.EpochCheckpoint)), len(callbacks))
+    callbacks.insert(at, cb.HistoryWriter(history_path, initial_epoch))
     history = model.fit(dataset, epochs=train_config.epochs,
                         initial_epoch=initial_epoch, steps_per_epoch=steps,
                         callbacks=callbacks, verbose=verbose)
-    hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
-    with open(history_path, "a") as f:
-        f.write(json.dumps({"initial_epoch": initial_epoch, **hist}) + "\n")
-    return hist
+    return {k: [float(v) for v in vals] for k, vals in history.history.items()}
 
 
 def train_gan(model_config: ModelConfig, data_config: DataConfig,
@@ -140,7 +173,8 @@ def train_gan(model_config: ModelConfig, data_config: DataConfig,
     """
     model_dir = train_config.model_dir
     prepare_model_dir(model_dir, model_config, flags_text)
-    patches = training_patches(data_config)
+    patches, holdout = training_patches(data_config,
+                                        train_config.holdout_fraction)
     steps = train_config.steps_per_epoch or max(
         1, len(patches) // train_config.batch_size)
     dataset = make_train_dataset(patches, train_config.batch_size,
@@ -160,9 +194,15 @@ def train_gan(model_config: ModelConfig, data_config: DataConfig,
     sampler = cb.SampleGrid(model_dir, model_config.latent_dim,
                             model_config.prior, seed=train_config.seed,
                             every=train_config.sample_every)
+    health_cb = health.TrainingHealth(
+        patches, holdout, model_config.latent_dim, model_config.prior,
+        health.HealthConfig(seed=train_config.seed))
     callbacks = [
         cb.DivergenceGuard(train_config.divergence_threshold),
-        cb.EpochCheckpoint(model_dir),
+        health_cb,
+        cb.EpochCheckpoint(model_dir, select_on=(
+            "coverage_ratio" if train_config.select_best and len(holdout)
+            else None)),
         sampler,
         keras.callbacks.TensorBoard(os.path.join(model_dir, "logs"),
                                     update_freq="epoch"),
@@ -171,4 +211,5 @@ def train_gan(model_config: ModelConfig, data_config: DataConfig,
                           callbacks, verbose,
                           os.path.join(model_dir, "history.json"))
     return TrainResult(model_dir, initial_epoch, train_config.epochs, hist,
-                       len(patches), sampler.last_path)
+                       len(patches), sampler.last_path,
+                       tuple(health_cb.warnings))
