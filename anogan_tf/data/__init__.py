@@ -9,6 +9,7 @@ here:
   make_train_dataset(...)                     tf.data batches for training
   validate_model_input(...)                   checks before the model
   generate_oct(...)                           synthetic OCT B-scans
+  render_glyphs(...)                          MNIST-like font digits (uint8)
   write_tfrecord(...)                         the TFRecord format we read
   images_to_uint8 / save_image_grid           display helpers
 
@@ -17,6 +18,7 @@ the file or array and says how to fix it.
 """
 
 from anogan_tf.data.errors import DataError
+from anogan_tf.data.glyphs import render_glyphs
 from anogan_tf.data.grids import images_to_uint8, save_image_grid
 from anogan_tf.data.loaders import load_images
 from anogan_tf.data.patches import (extract_patches, retina_roi_mask,
@@ -38,6 +40,7 @@ __all__ = [
     "make_train_dataset",
     "validate_model_input",
     "generate_oct",
+    "render_glyphs",
     "write_tfrecord",
     "images_to_uint8",
     "save_image_grid",
