@@ -3,19 +3,20 @@
 Splits:
   "train": normal images only (labels all 0).
   "test": labelled images where the source has labels (synthetic_oct,
-    digits, the MVTec AD layout, .npz/TFRecord with labels), with pixel
-    masks where they exist; otherwise all images, unlabelled.
+    digits, glyphs, the MVTec AD layout, .npz/TFRecord with labels), with
+    pixel masks where they exist; otherwise all images, unlabelled.
   "calibration": held-out normal images that are not in "train", for
     conformal calibration and percentile thresholds. synthetic_oct draws
     them from their own seed stream, digits holds out 10% of the normal
-    class, and an MVTec AD folder holds out a deterministic 10% of
+    class, glyphs renders `glyphs_num_calibration` images from their own
+    index range, and an MVTec AD folder holds out a deterministic 10% of
     train/good (which "train" then excludes). Plain folders, .npy/.npz and
     TFRecord sources have no held-out normal data: asking for it raises
     DataError.
 
-Sources (`config.dataset`): "synthetic_oct", "digits", "folder", "npy" and
-"tfrecord"; see the modules of the same names for their formats. Every
-image is converted to `config.channels`, resized to `config.resize` when
+Sources (`config.dataset`): "synthetic_oct", "digits", "glyphs", "folder",
+"npy" and "tfrecord"; see the modules of the same names for their formats.
+Every image is converted to `config.channels`, resized to `config.resize` when
 given, and scaled to [-1, 1]. Bad input of any kind raises `DataError`.
 """
 
@@ -34,13 +35,14 @@ from anogan_tf.data.decode import (convert_channels, decode_many,
                                    resize_images, resize_masks, stack_decoded)
 from anogan_tf.data.digits import load_digits_split
 from anogan_tf.data.errors import DataError
+from anogan_tf.data.glyphs import load_glyphs_split
 from anogan_tf.data.records import ImageSet
 from anogan_tf.data.synthetic_oct import generate_oct
 
 __all__ = ["load_images", "SPLITS", "DATASETS", "oct_split_seed"]
 
 SPLITS = ("train", "test", "calibration")
-DATASETS = ("synthetic_oct", "digits", "folder", "npy", "tfrecord")
+DATASETS = ("synthetic_oct", "digits", "glyphs", "folder", "npy", "tfrecord")
 _SPLIT_STREAMS = {"train": 0, "calibration": 1, "test": 2}
 
 
@@ -298,6 +300,13 @@ def load_images(config: DataConfig, split: str) -> ImageSet:
         size = resize or (config.image_size, config.image_size)
         images = load_digits_split(split, config.normal_class, config.seed,
                                    size, config.channels)
+    elif config.dataset == "glyphs":
+        size = resize or (config.image_size, config.image_size)
+        images = load_glyphs_split(
+            split, config.normal_class, config.seed, size, config.channels,
+            num_train=config.glyphs_num_train,
+            num_calibration=config.glyphs_num_calibration,
+            num_test=config.glyphs_num_test)
     elif config.dataset == "folder":
         images = _load_folder(config, split, resize)
     elif config.dataset == "npy":
