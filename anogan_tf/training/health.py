@@ -88,7 +88,7 @@ def sample_diversity(samples: np.ndarray, real: np.ndarray) -> float:
       ValueError: the real images do not vary at all (nothing to compare to).
     """
     ref = pixel_spread(real)
-    if ref <= 0.0:
+    if ref <= 1e-12:
         raise ValueError("The real images are all identical; diversity is "
                          "undefined. Check the training data.")
     return pixel_spread(samples) / ref
