@@ -71,6 +71,15 @@ flags.DEFINE_integer("oct_num_train", 200, "Normal synthetic_oct training B-scan
 flags.DEFINE_integer("oct_num_test", 64, "synthetic_oct test B-scans.")
 flags.DEFINE_float("oct_anomaly_fraction", 0.5,
                    "Fraction of synthetic_oct test B-scans with anomalies.")
+flags.DEFINE_boolean("oct_artifacts", False,
+                     "Add realistic acquisition artefacts to synthetic_oct: "
+                     "saturated padding wedges, padding strips (mixed widths), "
+                     "1-pixel white border lines, intensity drift between "
+                     "scans and vessel shadows.")
+flags.DEFINE_float("calibration_fraction", 0.1,
+                   "Share of train/good an MVTec AD style folder holds out "
+                   "(never trained on) to calibrate thresholds and p-values; "
+                   "the log says how many images that is.")
 flags.DEFINE_integer("glyphs_num_train", 2000,
                      "Normal training images of --dataset=glyphs.")
 flags.DEFINE_integer("glyphs_num_calibration", 200,
@@ -95,9 +104,10 @@ flags.DEFINE_enum("gan_loss", "dcgan", ["dcgan", "wgan_gp", "hinge"],
                   "loss), wgan_gp or hinge.")
 flags.DEFINE_enum("d_norm", "auto", ["auto", "batch", "layer", "none"],
                   "Normalisation of D's conv blocks 2..4: batch (DCGAN), "
-                  "layer or none. auto: none with --spectral_norm, layer for "
-                  "wgan_gp (BatchNorm breaks the per-sample gradient penalty), "
-                  "else batch.")
+                  "layer or none. auto: none with --spectral_norm or for "
+                  "wgan_gp (BatchNorm breaks the per-sample gradient penalty; "
+                  "no normalisation measured better than layer, "
+                  "BENCHMARKS.md), else batch.")
 
 # --- training ---------------------------------------------------------------
 flags.DEFINE_string("model_dir", None, "Model dir (config.json, flags.cfg, "
@@ -128,6 +138,10 @@ flags.DEFINE_float("encoder_lr", 1e-4,
 flags.DEFINE_float("kappa", 1.0,
                    "f-AnoGAN kappa: weight of the feature term in the encoder's "
                    "izi_f loss and in the --mode=encoder score.")
+flags.DEFINE_float("mode_seeking", 0.0,
+                   "Weight of MSGAN's mode-seeking regulariser in G's loss "
+                   "(Mao et al. 2019): penalises codes that give the same "
+                   "image; 0: off.")
 flags.DEFINE_float("holdout_fraction", 0.1,
                    "Share of the normal training images held out to measure "
                    "G's coverage each epoch (history.json: diversity, "
@@ -181,7 +195,9 @@ flags.DEFINE_list("inputs", None, "anogan-score input images: files, folders "
 flags.DEFINE_enum("aggregate", "max", ["max", "mean", "topk_mean", "map_max"],
                   "Image score from its patches: max, mean or topk_mean of the "
                   "patches' A(x) (the paper scores patches), or map_max, the "
-                  "largest pixel of the stitched residual map.")
+                  "largest pixel of the stitched residual map (with "
+                  "--roi=retina: inside the ROI plus a margin, never on "
+                  "padding or border artefacts).")
 flags.DEFINE_integer("topk", 3, "k for --aggregate=topk_mean.")
 flags.DEFINE_enum("threshold_rule", "percentile", ["percentile", "youden"],
                   "percentile: a percentile of the scores of normal validation "
@@ -198,7 +214,9 @@ flags.DEFINE_list("calibration_data", None,
 flags.DEFINE_float("target_fpr", 0.0,
                    "> 0: threshold at the conformal threshold for this "
                    "false-positive rate on normal images (overrides "
-                   "--threshold_rule); 0: off.")
+                   "--threshold_rule); 0: off. Needs at least "
+                   "ceil(1/target_fpr) - 1 calibration images (the smallest "
+                   "achievable rate with n of them is 1/(n+1)).")
 flags.DEFINE_boolean("save_maps", True, "Write per-image .npy maps and PNG overlays.")
 
 # --- export / serving ---------------------------------------------------------
@@ -241,6 +259,8 @@ def data_config_from_flags(image_size: Optional[int] = None,
         oct_height=FLAGS.oct_height, oct_width=FLAGS.oct_width,
         oct_num_train=FLAGS.oct_num_train, oct_num_test=FLAGS.oct_num_test,
         oct_anomaly_fraction=FLAGS.oct_anomaly_fraction,
+        oct_artifacts=FLAGS.oct_artifacts,
+        calibration_fraction=FLAGS.calibration_fraction,
         glyphs_num_train=FLAGS.glyphs_num_train,
         glyphs_num_calibration=FLAGS.glyphs_num_calibration,
         glyphs_num_test=FLAGS.glyphs_num_test)
@@ -260,9 +280,9 @@ def resolve_d_norm(d_norm: str, gan_loss: str, spectral_norm: bool) -> str:
     """The D normalisation "auto" stands for (see --d_norm)."""
     if d_norm != "auto":
         return d_norm
-    if spectral_norm:
+    if spectral_norm or gan_loss == "wgan_gp":
         return "none"
-    return "layer" if gan_loss == "wgan_gp" else "batch"
+    return "batch"
 
 
 def train_config_from_flags() -> config_lib.TrainConfig:
@@ -276,6 +296,7 @@ def train_config_from_flags() -> config_lib.TrainConfig:
         seed=FLAGS.seed, sample_every=FLAGS.sample_every,
         divergence_threshold=FLAGS.divergence_threshold,
         encoder_lr=FLAGS.encoder_lr, kappa=FLAGS.kappa,
+        mode_seeking=FLAGS.mode_seeking,
         holdout_fraction=FLAGS.holdout_fraction,
         select_best=FLAGS.select_best)
 

@@ -124,6 +124,11 @@ class DataConfig:
       oct_num_train: Number of normal synthetic training B-scans.
       oct_num_test: Number of synthetic test B-scans.
       oct_anomaly_fraction: Fraction of anomalous test B-scans.
+      oct_artifacts: Add realistic acquisition artefacts to the synthetic
+        B-scans (padding wedges and strips, border lines, intensity drift,
+        vessel shadows; see data/synthetic_oct.py).
+      calibration_fraction: Share of `train/good` an MVTec AD style folder
+        holds out as the "calibration" split (never trained on), in (0, 1).
       glyphs_num_train: Normal training images of `glyphs`.
       glyphs_num_calibration: Held-out normal images of `glyphs`.
       glyphs_num_test: Test images of `glyphs`; half of them (rounded down)
@@ -147,9 +152,18 @@ class DataConfig:
     oct_num_train: int = 200
     oct_num_test: int = 64
     oct_anomaly_fraction: float = 0.5
+    oct_artifacts: bool = False
+    calibration_fraction: float = 0.1
     glyphs_num_train: int = 2000
     glyphs_num_calibration: int = 200
     glyphs_num_test: int = 400
+
+    def __post_init__(self):
+        if not 0.0 < self.calibration_fraction < 1.0:
+            raise ConfigError(
+                f"calibration_fraction must be in (0, 1) (0.1 holds out 10% "
+                f"of train/good), got {self.calibration_fraction}. Pass e.g. "
+                f"--calibration_fraction=0.2.")
 
     @property
     def effective_patch_size(self) -> int:
@@ -181,6 +195,8 @@ class TrainConfig:
         (`--stage=encoder`; Adam betas 0.9, 0.999).
       kappa: kappa in the encoder's izi_f loss
         MSE(x, G(E(x))) + kappa * MSE(f(x), f(G(E(x)))) (f-AnoGAN: 1).
+      mode_seeking: Weight of MSGAN's mode-seeking regulariser in G's loss
+        (0: off), against mode collapse.
       holdout_fraction: Share of the normal training images kept out of
         training to measure G's coverage each epoch (training/health.py).
       select_best: Make the epoch with the best held-out coverage the model
@@ -204,6 +220,7 @@ class TrainConfig:
     divergence_threshold: float = 1e4
     encoder_lr: float = 1e-4
     kappa: float = 1.0
+    mode_seeking: float = 0.0
     holdout_fraction: float = 0.1
     select_best: bool = True
 
@@ -320,11 +337,15 @@ class EvalConfig:
       output_dir: Where scores.csv, metrics.json and plots are written.
       aggregate: Patch-to-image score aggregation: "max", "mean",
         "topk_mean" of the patches' anomaly scores A(x), or "map_max", the
-        largest value of the stitched full-resolution residual map.
+        largest value of the stitched full-resolution residual map (with
+        roi="retina" only inside the ROI plus a few rows, and never on
+        acquisition artefacts).
       topk: k for topk_mean.
       threshold_rule: "percentile" of normal validation scores (default) or
         "youden" (Youden's J on the labelled test data).
-      threshold_percentile: Percentile for the "percentile" rule.
+      threshold_percentile: Percentile for the "percentile" rule. With
+        fewer than 20 calibration images the run warns what it means at
+        that size (metrics.json "calibration_warning").
       num_test: Limit on test images (0: all).
       max_map_images: Images shown in anomaly_maps.png.
       calibration_data: Files/folders of held-out normal images (images,

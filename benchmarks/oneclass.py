@@ -125,6 +125,7 @@ def run_class(dataset: str, normal_class: int, args, out_dir: str) -> Dict:
                     epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
                     g_lr=args.g_lr, d_lr=args.d_lr,
                     n_critic=n_critic, seed=args.seed, jit_compile=False,
+                    mode_seeking=args.mode_seeking,
                     select_best=not args.no_select),
         extra_callbacks=[TimeBudget(args.train_seconds)], verbose=0)
     train_seconds = time.perf_counter() - start
@@ -211,6 +212,7 @@ def main(argv=None) -> None:
     p.add_argument("--n_critic", type=int, default=0)
     p.add_argument("--g_lr", type=float, default=1e-4)
     p.add_argument("--d_lr", type=float, default=1e-4)
+    p.add_argument("--mode_seeking", type=float, default=0.0)
     p.add_argument("--no_select", action="store_true",
                    help="score the last epoch instead of the selected one")
     p.add_argument("--mapping_steps", type=int, default=100)

@@ -78,3 +78,22 @@ def test_gradient_penalty_matches_analytic_norm():
     unit = lambda x: tf.reduce_sum(0.5 * x, axis=[1, 2, 3])  # noqa: E731
     assert gl.gradient_penalty(unit, real, fake, tf.ones([3])).numpy() == \
         pytest.approx(0.0, abs=1e-6)
+
+
+def test_mode_seeking_loss_known_answer_and_collapse():
+    # Pairs 0.5 apart per pixel for codes 0.25 apart: ratio 2 -> 1 / (2 + eps).
+    a = tf.zeros([2, 4, 4, 1])
+    b = tf.fill([2, 4, 4, 1], 0.5)
+    za = tf.zeros([2, 3])
+    zb = tf.fill([2, 3], 0.25)
+    got = float(gl.mode_seeking_loss(a, b, za, zb))
+    assert got == pytest.approx(1.0 / (2.0 + gl.MS_EPSILON))
+    # A G that ignores z (identical pairs) gets the largest loss, 1 / eps,
+    # and its gradient pushes the pair apart.
+    same = tf.Variable(tf.fill([2, 4, 4, 1], 0.1))
+    other = tf.Variable(tf.fill([2, 4, 4, 1], 0.1 + 1e-6))
+    with tf.GradientTape() as tape:
+        loss = gl.mode_seeking_loss(same, other, za, zb)
+    assert float(loss) > 0.9 / gl.MS_EPSILON * 0.25
+    grad = tape.gradient(loss, other)
+    assert float(tf.reduce_sum(grad)) < 0  # increasing `other` lowers it

@@ -36,6 +36,9 @@ def sample_prior(n, latent_dim: int, prior: str, seed):
 class GAN(keras.Model):
     """Trains a generator and discriminator with the chosen GAN objective.
 
+    `mode_seeking` > 0 adds MSGAN's mode-seeking regulariser to G's loss
+    with that weight (`losses.mode_seeking_loss`), against mode collapse.
+
     Metrics (reset each epoch by fit): d_loss, g_loss, d_real = mean D(x) and
     d_fake = mean D(G(z)), as sigmoid probabilities (for wgan_gp/hinge the
     sigmoid of the critic value, useful only as a trend).
@@ -44,7 +47,7 @@ class GAN(keras.Model):
     def __init__(self, generator, discriminator, latent_dim: int,
                  prior: str = "uniform", gan_loss: str = "dcgan",
                  n_critic: int = 1, gp_weight: float = 10.0, seed: int = 0,
-                 **kwargs):
+                 mode_seeking: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.generator = generator
         self.discriminator = discriminator
@@ -53,6 +56,7 @@ class GAN(keras.Model):
         self.gan_loss = gan_loss
         self.n_critic = n_critic
         self.gp_weight = gp_weight
+        self.mode_seeking = float(mode_seeking)
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
         self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
@@ -125,9 +129,14 @@ class GAN(keras.Model):
         # Generator update, on fresh z so G is not fit to D's last batch.
         z = sample_prior(n, self.latent_dim, self.prior, self.seed_generator)
         with tf.GradientTape() as tape:
-            fake_logits = self.discriminator(self.generator(z, training=True),
-                                             training=True)
+            fake = self.generator(z, training=True)
+            fake_logits = self.discriminator(fake, training=True)
             g_loss = self._g_loss(fake_logits)
+            if self.mode_seeking:
+                # MSGAN: the batch's two halves are the code pairs.
+                half = n // 2
+                g_loss += self.mode_seeking * losses.mode_seeking_loss(
+                    fake[:half], fake[half:2 * half], z[:half], z[half:2 * half])
         grads = tape.gradient(g_loss, self.generator.trainable_variables)
         self.g_optimizer.apply(grads, self.generator.trainable_variables)
 

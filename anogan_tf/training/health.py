@@ -43,8 +43,8 @@ DIVERSITY_WARNING = 0.5
 COLLAPSE_ADVICE = (
     "G draws nearly the same image for every z (mode collapse), so its "
     "anomaly scores will measure brightness rather than abnormality. Likely "
-    "fix: train with --gan_loss=wgan_gp (a critic without BatchNorm, "
-    "--d_norm=layer; flags/digits.cfg does this), or train longer; check "
+    "fix: train with --gan_loss=wgan_gp (its critic has no BatchNorm) and "
+    "--mode_seeking=1 as flags/digits.cfg does, or train longer; check "
     "samples/ for varied images.")
 
 

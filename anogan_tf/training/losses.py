@@ -11,6 +11,9 @@ batch.
   weight * E[(||grad D(x_hat)||_2 - 1)^2] at x_hat = a x + (1 - a) G(z),
   a ~ U(0, 1) per sample.
 * hinge: Miyato et al. (2018) / Lim & Ye (2017).
+* mode seeking: Mao et al. (2019, MSGAN, eq. 3), a generator regulariser
+  against mode collapse: 1 / (mean|G(z1) - G(z2)| / mean|z1 - z2| + eps),
+  large when different codes give the same image.
 """
 
 from __future__ import annotations
@@ -27,10 +30,13 @@ __all__ = [
     "hinge_discriminator_loss",
     "hinge_generator_loss",
     "gradient_penalty",
+    "mode_seeking_loss",
     "GP_EPSILON",
+    "MS_EPSILON",
 ]
 
 GP_EPSILON = 1e-10
+MS_EPSILON = 1e-5
 
 
 def _flat(logits):
@@ -92,3 +98,25 @@ def gradient_penalty(critic: Callable, real, fake, alpha):
     grads = tape.gradient(out, x_hat)
     norms = tf.sqrt(tf.reduce_sum(tf.square(grads), axis=[1, 2, 3]) + GP_EPSILON)
     return tf.reduce_mean(tf.square(norms - 1.0))
+
+
+def mode_seeking_loss(fake_a, fake_b, z_a, z_b):
+    """MSGAN's mode-seeking term 1 / (d_I / d_z + eps) (Mao et al. 2019).
+
+    d_I = mean |G(z_a) - G(z_b)| over all pixels of the pairs and
+    d_z = mean |z_a - z_b|: the ratio is how far apart two codes land per
+    unit of latent distance, and it is 0 for a G that ignores z, where the
+    loss is 1 / eps (its gradient then pushes the pairs apart).
+
+    Args:
+      fake_a, fake_b: Generated images [N, H, W, C] for codes z_a, z_b.
+      z_a, z_b: The codes [N, latent_dim].
+
+    Returns:
+      The scalar loss (multiply by the regulariser weight).
+    """
+    d_image = tf.reduce_mean(tf.abs(tf.cast(fake_a, tf.float32) -
+                                    tf.cast(fake_b, tf.float32)))
+    d_latent = tf.reduce_mean(tf.abs(tf.cast(z_a, tf.float32) -
+                                     tf.cast(z_b, tf.float32)))
+    return 1.0 / (d_image / d_latent + MS_EPSILON)

@@ -118,7 +118,7 @@ def _build_gan(model_config: ModelConfig, train_config: TrainConfig) -> GAN:
     gan = GAN(generator, discriminator, model_config.latent_dim,
               prior=model_config.prior, gan_loss=model_config.gan_loss,
               n_critic=train_config.n_critic, gp_weight=train_config.gp_weight,
-              seed=train_config.seed)
+              seed=train_config.seed, mode_seeking=train_config.mode_seeking)
     if model_config.gan_loss == "wgan_gp":
         # Gulrajani et al.: Adam(1e-4, 0, 0.9) unless overridden.
         beta_1, beta_2 = 0.0, 0.9
