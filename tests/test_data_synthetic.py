@@ -4,10 +4,12 @@ import hashlib
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from anogan_tf.config import DataConfig
 from anogan_tf.data import DataError, generate_oct, load_images
-from anogan_tf.data.synthetic_oct import is_anomalous_index
+from anogan_tf.data.synthetic_oct import (generate_oct_with_truth,
+                                          is_anomalous_index)
 
 
 def _hashes(images):
@@ -173,3 +175,93 @@ def test_digits_upsample_real_pixels():
 def test_digits_bad_normal_class():
     with pytest.raises(DataError, match="--normal_class=0"):
         _digits("train", normal_class=10)
+
+
+# --- acquisition artefacts (--oct_artifacts) -----------------------------------
+
+def test_oct_artifacts_off_is_the_default_and_on_keeps_the_anomalies():
+    plain = generate_oct(12, 64, 64, seed=7, anomaly_fraction=0.5)
+    off, off_truth = generate_oct_with_truth(12, 64, 64, 7, 0.5, artifacts=False)
+    np.testing.assert_array_equal(plain.images, off.images)
+    assert not off_truth.artifacts.any()
+    on, truth = generate_oct_with_truth(12, 64, 64, 7, 0.5, artifacts=True)
+    again = generate_oct(12, 64, 64, 7, 0.5, artifacts=True)
+    np.testing.assert_array_equal(on.images, again.images)  # Deterministic.
+    # Artefacts come from their own stream: same anomalies, same geometry.
+    assert on.categories == off.categories
+    np.testing.assert_array_equal(on.labels, off.labels)
+    np.testing.assert_array_equal(truth.band_top, off_truth.band_top)
+    np.testing.assert_array_equal(truth.band_bottom, off_truth.band_bottom)
+    assert not (on.images == off.images).all(axis=(1, 2, 3)).any()
+
+
+def test_oct_artifacts_are_saturated_padding_lines_and_never_lesions():
+    n, h, w = 40, 96, 128
+    scans, truth = generate_oct_with_truth(n, h, w, seed=1, anomaly_fraction=0.5,
+                                           artifacts=True)
+    normal, normal_truth = generate_oct_with_truth(n, h, w, seed=1,
+                                                   anomaly_fraction=0.0,
+                                                   artifacts=True)
+    np.testing.assert_array_equal(truth.artifacts, normal_truth.artifacts)
+    pad = truth.artifacts
+    # Padding is saturated: +1.0 (255) or -1.0 (black padding strips).
+    assert set(np.unique(scans.images[..., 0][pad])) <= {-1.0, 1.0}
+    assert (scans.images[..., 0][pad] == 1.0).mean() > 0.5
+    # Every artefact touches the image border, and each kind occurs.
+    for i in range(n):
+        labelled, count = ndimage.label(pad[i])
+        edge = set(np.unique(np.concatenate([
+            labelled[0], labelled[-1], labelled[:, 0], labelled[:, -1]])))
+        assert set(range(1, count + 1)) <= edge
+    assert pad[:, 0, w // 2].sum() >= 5            # Top border lines.
+    assert pad[:, h // 2, 0].sum() >= 10           # Left padding.
+    assert pad[:, h // 2, -1].sum() >= 10          # Right padding.
+    # Wedges: the padded width changes from the top row to the bottom row.
+    left = pad[:, :, 1:w // 3].sum(axis=2)
+    assert (np.abs(left[:, 2] - left[:, -3]) >= 5).sum() >= 5
+    # Lesions never sit on padding; outside its mask a lesion scan equals its
+    # normal scan exactly (same speckle, drift, shadows and padding).
+    assert not (scans.masks.astype(bool) & pad).any()
+    for i in np.flatnonzero(scans.labels):
+        outside = ~scans.masks[i].astype(bool)
+        np.testing.assert_array_equal(scans.images[i, ..., 0][outside],
+                                      normal.images[i, ..., 0][outside])
+        assert scans.masks[i].any()
+
+
+def test_oct_artifacts_drift_the_intensity_between_scans():
+
+    def band_levels(artifacts):
+        scans, truth = generate_oct_with_truth(30, 64, 64, seed=2,
+                                               anomaly_fraction=0.0,
+                                               artifacts=artifacts)
+        band = truth.band_masks()
+        return np.array([scans.images[i, ..., 0][band[i]].mean()
+                         for i in range(30)])
+
+    assert band_levels(True).std() > 1.5 * band_levels(False).std()
+
+
+def test_oct_truth_band_is_the_bright_layered_band():
+    scans, truth = generate_oct_with_truth(10, 128, 128, seed=4,
+                                           anomaly_fraction=0.0)
+    thickness = truth.band_bottom - truth.band_top
+    assert thickness.min() > 0.1 * 128 and thickness.max() < 0.35 * 128
+    band = truth.band_masks()
+    rows = np.arange(128)[:, None]
+    for i in range(10):
+        image = scans.images[i, ..., 0]
+        above = rows < truth.band_top[i] - 3
+        below = rows > truth.band_bottom[i] + 12
+        assert image[band[i]].mean() > image[above].mean() + 0.5
+        assert image[band[i]].mean() > image[below].mean() + 0.3
+
+
+def test_oct_artifacts_flag_reaches_the_loader():
+    base = dict(dataset="synthetic_oct", oct_height=64, oct_width=64,
+                oct_num_train=4, oct_num_test=4, image_size=32)
+    clean = load_images(DataConfig(**base), "test")
+    noisy = load_images(DataConfig(**base, oct_artifacts=True), "test")
+    np.testing.assert_array_equal(clean.labels, noisy.labels)
+    assert not _hashes(clean) & _hashes(noisy)
+    assert (noisy.images == 1.0).mean() > (clean.images == 1.0).mean()

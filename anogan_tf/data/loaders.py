@@ -138,7 +138,8 @@ def _load_synthetic_oct(config: DataConfig, split: str,
         num, fraction = config.oct_num_test, config.oct_anomaly_fraction
     scans = generate_oct(num, config.oct_height, config.oct_width,
                          seed=oct_split_seed(config.seed, split),
-                         anomaly_fraction=fraction)
+                         anomaly_fraction=fraction,
+                         artifacts=config.oct_artifacts)
     images = convert_channels(scans.images, config.channels)
     masks = scans.masks
     if resize is not None:

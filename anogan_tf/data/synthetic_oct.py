@@ -22,8 +22,22 @@ A scan is rendered in three steps:
    a per-scan gain and offset and a gentle lateral illumination change, then
    clipping to [0, 1] and scaling to [-1, 1].
 
-The normal scan and its anomalous version share the same speckle and
-display parameters. The mask is the set of pixels whose value changed by
+4. Acquisition artefacts, only with `artifacts=True` (drawn from their own
+   random stream, so the scans without them are unchanged): an intensity
+   drift between scans (a gain in [0.65, 1.45] and an offset in
+   [-0.03, 0.12] on top of the display's own); 1 to 3 superficial vessels
+   (a bright cross-section in the inner retina and a shadow of 35-85% less
+   signal below it, through the retina and the choroid); saturated (+1.0,
+   i.e. 255) padding wedges on the left and/or right as left by rotation or
+   flattening (widths varying linearly from top to bottom); a full-height
+   padding strip of 4-15% of the width, saturated white or black (-1.0),
+   which emulates scans of mixed widths padded to one width (the pipeline
+   stacks images of one size, so real mixed widths are not generated); and
+   1-pixel white lines along some image borders. Artefact pixels are
+   excluded from the lesion masks.
+
+The normal scan and its anomalous version share the same speckle, display
+parameters and artefacts. The mask is the set of pixels whose value changed by
 more than `_MASK_EPS` or that lie in the anomaly's core (alpha >= 0.5), with
 holes filled; every pixel outside the mask is copied from the normal
 rendering, so outside the mask an anomalous scan equals its normal scan
@@ -34,7 +48,12 @@ Scan `i` of seed `s` draws its normal appearance from the random stream
 scans are generated. Which scans are anomalous follows a low-discrepancy
 rule: scan i is anomalous iff floor((i + 1) f + 1/2) > floor(i f + 1/2) for
 anomaly fraction f, so the first n scans hold exactly floor(n f + 1/2)
-anomalous ones for every n (and `ImageSet.take` keeps the fraction).
+anomalous ones for every n (and `ImageSet.take` keeps the fraction). The
+artefacts come from the stream (s, i, 2).
+
+`generate_oct_with_truth` also returns the ground truth the ROI is tested
+against (`OctTruth`): the retina band per column (from the vitreous/RNFL
+boundary to the bottom of the RPE) and the artefact pixels.
 """
 
 from __future__ import annotations
@@ -49,7 +68,8 @@ from scipy import ndimage
 from anogan_tf.data.errors import DataError
 from anogan_tf.data.records import ImageSet
 
-__all__ = ["generate_oct", "is_anomalous_index", "OCT_CATEGORIES"]
+__all__ = ["generate_oct", "generate_oct_with_truth", "OctTruth",
+           "is_anomalous_index", "OCT_CATEGORIES"]
 
 OCT_CATEGORIES = ("good", "fluid", "focus", "fluid+focus")
 
@@ -70,6 +90,46 @@ _VITREOUS = 0.03
 # A display-space change larger than this counts as "altered" (in [0, 1]).
 _MASK_EPS = 0.02
 _MIN_SIZE = 16
+# Value of saturated padding and border pixels, in [0, 1] display units.
+_SATURATED = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class OctTruth:
+    """Ground truth of the synthetic scans beyond the lesion masks.
+
+    Attributes:
+      band_top: float64 [N, W], per column the row of the vitreous/retina
+        boundary (top of the RNFL), in pixels (row 0 is the top).
+      band_bottom: float64 [N, W], per column the row of the bottom of the
+        RPE (the retina/choroid boundary).
+      artifacts: bool [N, H, W], padding and border pixels (all False
+        without artefacts).
+    """
+
+    band_top: np.ndarray
+    band_bottom: np.ndarray
+    artifacts: np.ndarray
+
+    def band_masks(self) -> np.ndarray:
+        """bool [N, H, W]: rows y with band_top <= y < band_bottom, minus
+        the artefact pixels (the band a retina ROI should find)."""
+        h = self.artifacts.shape[1]
+        y = np.arange(h, dtype=np.float64)[None, :, None]
+        inside = ((y >= self.band_top[:, None, :]) &
+                  (y < self.band_bottom[:, None, :]))
+        return inside & ~self.artifacts
+
+
+@dataclasses.dataclass
+class _Artifacts:
+    """One scan's acquisition artefacts (see the module docstring)."""
+
+    gain: float
+    offset: float
+    vessels: List[Tuple[float, float, float, float]]  # x0, half, depth, shade
+    padding: np.ndarray  # bool [H, W]
+    padding_value: np.ndarray  # [H, W] in {0, 1}, used where padding
 
 
 @dataclasses.dataclass
@@ -257,24 +317,124 @@ def _paint_anomalies(rng: np.random.Generator, scene: _Scene
     return reflect, alpha_total, category
 
 
-def _render(seed: int, index: int, height: int, width: int,
-            anomalous: bool) -> Tuple[np.ndarray, np.ndarray, str]:
-    """Renders scan `index`: ([H, W] in [0, 1], uint8 mask, category)."""
+def _wedge(height: int, width: int, top: float, bottom: float,
+           left: bool) -> np.ndarray:
+    """bool [H, W]: columns within a width going linearly from `top` (row
+    0) to `bottom` (last row) of the left or right border."""
+    rows = np.arange(height, dtype=np.float64)[:, None]
+    extent = top + (bottom - top) * rows / max(1, height - 1)
+    cols = np.arange(width, dtype=np.float64)[None, :]
+    if not left:
+        cols = width - 1 - cols
+    return cols < np.round(extent)
+
+
+def _draw_artifacts(rng: np.random.Generator, height: int,
+                    width: int) -> _Artifacts:
+    h, w = height, width
+    padding = np.zeros((h, w), bool)
+    value = np.full((h, w), _SATURATED)
+    for left in (True, False):
+        if rng.random() < 0.6:
+            # A rotation/flattening wedge: narrow at one end, wide at the other.
+            narrow, wide = rng.uniform(0.0, 0.04) * w, rng.uniform(0.06, 0.18) * w
+            top, bottom = (narrow, wide) if rng.random() < 0.5 else (wide, narrow)
+            padding |= _wedge(h, w, top, bottom, left)
+    if rng.random() < 0.35:
+        # Mixed widths padded to one width: a full-height strip on one side.
+        extent = rng.uniform(0.04, 0.15) * w
+        strip = _wedge(h, w, extent, extent, left=rng.random() < 0.5)
+        fill = _SATURATED if rng.random() < 0.5 else 0.0
+        value = np.where(strip & ~padding, fill, value)
+        padding |= strip
+    for side in range(4):
+        if rng.random() < 0.4:  # 1-pixel white border lines.
+            line = np.zeros((h, w), bool)
+            line[(0, -1, slice(None), slice(None))[side],
+                 (slice(None), slice(None), 0, -1)[side]] = True
+            value = np.where(line, _SATURATED, value)
+            padding |= line
+    vessels = []
+    for _ in range(rng.integers(1, 4)):
+        vessels.append((rng.uniform(0.05, 0.95),
+                        rng.uniform(0.006, 0.016) * h / w,
+                        rng.uniform(0.2, 0.8), rng.uniform(0.35, 0.85)))
+    return _Artifacts(gain=rng.uniform(0.65, 1.45),
+                      offset=rng.uniform(-0.03, 0.12), vessels=vessels,
+                      padding=padding, padding_value=value)
+
+
+def _shade_vessels(reflect: np.ndarray, scene: _Scene,
+                   art: _Artifacts) -> np.ndarray:
+    """Superficial vessels: a bright cross-section in the inner retina (at
+    `depth` between the RNFL top and the GCL/IPL bottom) and a shadow below
+    it down through the choroid."""
+    h, w = reflect.shape
+    scale = h / 128.0
+    u = np.arange(w) / w
+    y = np.arange(h, dtype=np.float64)[:, None]
+    soft = max(0.35, 0.6 * scale)
+    out = reflect.copy()
+    b = scene.boundaries
+    for x0, half, depth, shade in art.vessels:
+        col = int(np.clip(round(x0 * w), 0, w - 1))
+        cy = b[0, col] + depth * (b[2, col] - b[0, col])
+        column = np.exp(-0.5 * ((u - x0) / half) ** 2)[None, :]
+        out *= 1 - shade * column * _sigmoid((y - cy) / soft)
+        r = max(1.0, half * w * 1.2)
+        lumen = _blob_alpha(h, w, cy, x0 * w, r, r, edge=0.6,
+                            wobble=np.zeros(1), phases=np.zeros(1))
+        out = out * (1 - lumen) + 0.75 * lumen
+    return np.clip(out, 0.0, 1.0)
+
+
+def _render(seed: int, index: int, height: int, width: int, anomalous: bool,
+            artifacts: bool = False
+            ) -> Tuple[np.ndarray, np.ndarray, str, _Scene, np.ndarray]:
+    """Renders scan `index`.
+
+    Returns:
+      ([H, W] display in [0, 1], uint8 lesion mask, category, the scene,
+      bool [H, W] artefact pixels).
+    """
     scene = _draw_scene(np.random.default_rng([seed, index, 0]), height, width)
-    normal = _display(scene.reflectivity, scene)
+    art = None
+    shade = lambda r: r  # noqa: E731
+    if artifacts:
+        art = _draw_artifacts(np.random.default_rng([seed, index, 2]), height,
+                              width)
+        scene = dataclasses.replace(scene, gain=scene.gain * art.gain,
+                                    offset=scene.offset + art.offset)
+        shade = lambda r: _shade_vessels(r, scene, art)  # noqa: E731
+    normal = _display(shade(scene.reflectivity), scene)
+    padding = (np.zeros((height, width), bool) if art is None
+               else art.padding)
+    finish = lambda x: (x if art is None else  # noqa: E731
+                        np.where(padding, art.padding_value, x))
     if not anomalous:
-        return normal, np.zeros((height, width), np.uint8), "good"
+        return (finish(normal), np.zeros((height, width), np.uint8), "good",
+                scene, padding)
     reflect, alpha, category = _paint_anomalies(
         np.random.default_rng([seed, index, 1]), scene)
-    altered = _display(reflect, scene)
+    altered = _display(shade(reflect), scene)
     mask = ndimage.binary_fill_holes(
-        (alpha >= 0.5) | (np.abs(altered - normal) > _MASK_EPS))
-    return np.where(mask, altered, normal), mask.astype(np.uint8), category
+        (alpha >= 0.5) | (np.abs(altered - normal) > _MASK_EPS)) & ~padding
+    return (finish(np.where(mask, altered, normal)), mask.astype(np.uint8),
+            category, scene, padding)
 
 
 def generate_oct(num: int, height: int, width: int, seed: int,
-                 anomaly_fraction: float) -> ImageSet:
-    """Generates `num` synthetic OCT B-scans.
+                 anomaly_fraction: float, artifacts: bool = False) -> ImageSet:
+    """Generates `num` synthetic OCT B-scans (see `generate_oct_with_truth`).
+    """
+    return generate_oct_with_truth(num, height, width, seed, anomaly_fraction,
+                                   artifacts)[0]
+
+
+def generate_oct_with_truth(num: int, height: int, width: int, seed: int,
+                            anomaly_fraction: float, artifacts: bool = False
+                            ) -> Tuple[ImageSet, OctTruth]:
+    """Generates `num` synthetic OCT B-scans and their band/artefact truth.
 
     Args:
       num: Number of scans, >= 1.
@@ -285,11 +445,13 @@ def generate_oct(num: int, height: int, width: int, seed: int,
         folded into [0, 2**63).
       anomaly_fraction: Fraction of anomalous scans in [0, 1]; exactly
         floor(num * fraction + 1/2) scans are anomalous.
+      artifacts: Add acquisition artefacts (module docstring, step 4).
 
     Returns:
-      An ImageSet with float32 [num, height, width, 1] images in [-1, 1],
-      ids "synthetic_oct/seed<seed>/<index>", labels, masks and categories
-      ("good", "fluid", "focus" or "fluid+focus").
+      (images, truth): an ImageSet with float32 [num, height, width, 1]
+      images in [-1, 1], ids "synthetic_oct/seed<seed>/<index>", labels,
+      masks and categories ("good", "fluid", "focus" or "fluid+focus"); and
+      the OctTruth of the same scans.
 
     Raises:
       DataError: an argument is out of range.
@@ -310,16 +472,24 @@ def generate_oct(num: int, height: int, width: int, seed: int,
     images: List[np.ndarray] = []
     masks: List[np.ndarray] = []
     categories: List[str] = []
+    tops, bottoms, padding = [], [], []
     for i in range(num):
-        image, mask, category = _render(
-            seed, i, height, width, is_anomalous_index(i, anomaly_fraction))
+        image, mask, category, scene, pad = _render(
+            seed, i, height, width, is_anomalous_index(i, anomaly_fraction),
+            artifacts)
         images.append(image)
         masks.append(mask)
         categories.append(category)
+        tops.append(scene.boundaries[0])
+        bottoms.append(scene.boundaries[-1])
+        padding.append(pad)
     stacked = np.stack(images).astype(np.float32)[..., None] * 2.0 - 1.0
-    return ImageSet(
+    image_set = ImageSet(
         images=stacked,
         ids=tuple(f"synthetic_oct/seed{seed}/{i:05d}" for i in range(num)),
         labels=np.array([c != "good" for c in categories], np.int32),
         masks=np.stack(masks),
         categories=tuple(categories))
+    return image_set, OctTruth(band_top=np.stack(tops),
+                               band_bottom=np.stack(bottoms),
+                               artifacts=np.stack(padding))
