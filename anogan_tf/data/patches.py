@@ -4,8 +4,15 @@
 of patches are aligned to the border (positions 0, stride, 2 * stride, ...,
 H - patch_size, deduplicated), so every pixel is covered. Patches are
 resized to the model size when `patch_size` differs from it. With
-`roi="retina"` only patches lying mostly inside the bright retina band
-(`retina_roi_mask`) are kept.
+`roi="retina"` (OCT B-scans, see `data.roi`):
+  - padding and border artefacts are found first (`artifact_mask`); their
+    pixels are filled with a smooth continuation of the nearby tissue
+    before patches are cut, so a model never trains on or reconstructs a
+    saturated wedge or a white border line;
+  - only patches whose share of retina-band pixels (artefact pixels count
+    as outside) is >= `min_coverage` are kept;
+  - the PatchSet carries both masks (`valid_masks`, `roi_masks`) for
+    scoring, which ignores the artefact pixels.
 
 `stitch_maps` is the inverse for per-patch maps (residuals, anomaly maps):
 it resizes them back to `patch_size` and averages overlapping patches into
@@ -24,12 +31,14 @@ from scipy import ndimage
 from anogan_tf.data.decode import resize_images
 from anogan_tf.data.errors import DataError
 from anogan_tf.data.records import ImageSet, PatchSet
+from anogan_tf.data.roi import retina_band, retina_roi_mask
 
 __all__ = [
     "ROI_MODES",
     "patch_positions",
     "extract_patches",
     "retina_roi_mask",
+    "fill_artifacts",
     "stitch_maps",
     "stitch_coverage",
 ]
@@ -53,69 +62,38 @@ def patch_positions(length: int, patch_size: int, stride: int) -> List[int]:
     return sorted(set(range(0, last + 1, stride)) | {last})
 
 
-def _otsu_threshold(values: np.ndarray, bins: int = 128) -> float:
-    """Threshold maximising the between-class variance of `values`."""
-    hist, edges = np.histogram(values, bins=bins)
-    centers = 0.5 * (edges[:-1] + edges[1:])
-    weight = np.cumsum(hist).astype(np.float64)
-    total = weight[-1]
-    mean = np.cumsum(hist * centers)
-    w0, w1 = weight[:-1], total - weight[:-1]
-    valid = (w0 > 0) & (w1 > 0)
-    if not valid.any():
-        return float(centers[0])
-    m0 = mean[:-1] / np.where(w0 > 0, w0, 1)
-    m1 = (mean[-1] - mean[:-1]) / np.where(w1 > 0, w1, 1)
-    between = np.where(valid, w0 * w1 * (m0 - m1) ** 2, -1.0)
-    return float(edges[1:][np.argmax(between)])
+def fill_artifacts(image: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Replaces the pixels outside `valid` by a smooth continuation.
 
-
-def retina_roi_mask(image: np.ndarray) -> np.ndarray:
-    """Finds the bright retina band of an OCT B-scan by intensity.
-
-    The image (channel mean) is smoothed, thresholded at Otsu's level, and
-    in every column the band between the first and the last pixel above the
-    threshold is taken (which fills the dark nuclear layers inside it). The
-    band's top and bottom curves are median-filtered across columns, and
-    columns without any bright pixel borrow the curves of their neighbours.
+    The fill is the normalised convolution of the valid pixels with a
+    Gaussian of sigma max(2, min(H, W) / 16) (a local mean that fades the
+    tissue out into the padding); pixels too far from any valid one for it
+    take the value of the nearest valid pixel.
 
     Args:
-      image: [H, W] or [H, W, C] float image (any range, e.g. [-1, 1]).
+      image: [H, W, C] image.
+      valid: bool [H, W], the pixels to keep.
 
     Returns:
-      bool [H, W], True inside the retina band; all False for a flat image.
-
-    Raises:
-      DataError: `image` does not have rank 2 or 3.
+      float32 [H, W, C]: `image` where valid, the fill elsewhere.
     """
-    arr = np.asarray(image, dtype=np.float64)
-    if arr.ndim == 3:
-        arr = arr.mean(axis=-1)
-    if arr.ndim != 2:
-        raise DataError(
-            f"retina_roi_mask expects an [H, W] or [H, W, C] image, got shape "
-            f"{np.shape(image)}.")
-    h, w = arr.shape
-    mask = np.zeros((h, w), bool)
-    if arr.size == 0 or np.ptp(arr) <= 1e-6:
-        return mask
-    smooth = ndimage.gaussian_filter(arr, (max(1.0, h / 64), max(1.0, w / 32)),
+    valid = np.asarray(valid, bool)
+    if valid.all() or not valid.any():
+        return image
+    h, w = valid.shape
+    sigma = max(2.0, min(h, w) / 16)
+    weight = ndimage.gaussian_filter(valid.astype(np.float64), sigma,
                                      mode="nearest")
-    bright = smooth > _otsu_threshold(smooth)
-    has = bright.any(axis=0)
-    if not has.any():
-        return mask
-    top = np.where(has, bright.argmax(axis=0), 0).astype(np.float64)
-    bottom = np.where(has, h - 1 - bright[::-1].argmax(axis=0), 0).astype(
-        np.float64)
-    cols = np.arange(w)
-    top = np.interp(cols, cols[has], top[has])
-    bottom = np.interp(cols, cols[has], bottom[has])
-    size = max(3, (w // 16) | 1)
-    top = ndimage.median_filter(top, size=size, mode="nearest")
-    bottom = ndimage.median_filter(bottom, size=size, mode="nearest")
-    rows = np.arange(h)[:, None]
-    return (rows >= np.round(top)[None, :]) & (rows <= np.round(bottom)[None, :])
+    _, (iy, ix) = ndimage.distance_transform_edt(~valid, return_indices=True)
+    out = np.array(image, np.float32, copy=True)
+    for c in range(out.shape[-1]):
+        channel = image[..., c].astype(np.float64)
+        smooth = ndimage.gaussian_filter(np.where(valid, channel, 0.0), sigma,
+                                         mode="nearest")
+        smooth = np.where(weight > 1e-3, smooth / np.maximum(weight, 1e-12),
+                          channel[iy, ix])
+        out[..., c] = np.where(valid, channel, smooth)
+    return out
 
 
 def _check_fits(images: ImageSet, patch_size: int) -> None:
@@ -140,14 +118,16 @@ def extract_patches(images: ImageSet, patch_size: int, stride: int,
         to the border, so the whole image is covered).
       model_size: Side of the model input; patches are resized bilinearly to
         it when it differs from `patch_size`.
-      roi: "none" keeps every patch; "retina" keeps patches whose share of
-        `retina_roi_mask` pixels is >= `min_coverage` (an image left with no
-        patch keeps its best-covered one, so every image is scored).
+      roi: "none" keeps every patch; "retina" fills the artefact pixels
+        and keeps patches whose share of `retina_roi_mask` pixels (the band
+        minus artefacts) is >= `min_coverage` (an image left with no patch
+        keeps its best-covered one, so every image is scored).
       min_coverage: Minimum ROI share of a kept patch, in [0, 1].
 
     Returns:
       A PatchSet ordered image by image, row-major within an image;
-      `patched` is False when every image is exactly one patch.
+      `patched` is False when every image is exactly one patch. With
+      roi="retina" it carries `valid_masks` and `roi_masks`.
 
     Raises:
       DataError: the images are smaller than the patch, or an argument is
@@ -176,10 +156,19 @@ def extract_patches(images: ImageSet, patch_size: int, stride: int,
     index: List[int] = []
     coords: List[Tuple[int, int]] = []
     fallbacks = 0
+    source = images.images
+    valid_masks = roi_masks = None
+    if roi == "retina":
+        source = np.empty_like(images.images)
+        valid_masks = np.ones((len(images), h, w), bool)
+        roi_masks = np.zeros((len(images), h, w), bool)
     for i in range(len(images)):
         keep = grid
         if roi == "retina":
-            inside = retina_roi_mask(images.images[i]).astype(np.float64)
+            band = retina_band(images.images[i])
+            valid_masks[i], roi_masks[i] = band.valid, band.mask
+            source[i] = fill_artifacts(images.images[i], band.valid)
+            inside = band.mask.astype(np.float64)
             coverage = np.array([
                 inside[y:y + patch_size, x:x + patch_size].mean()
                 for y, x in grid])
@@ -205,14 +194,22 @@ def extract_patches(images: ImageSet, patch_size: int, stride: int,
     patches = np.empty((len(coords), patch_size, patch_size, channels),
                        np.float32)
     for k, (i, y, x) in enumerate(zip(index_arr, ys, xs)):
-        patches[k] = images.images[i, y:y + patch_size, x:x + patch_size]
+        patches[k] = source[i, y:y + patch_size, x:x + patch_size]
     if patch_size != model_size:
         patches = resize_images(patches, (model_size, model_size))
-    if roi == "retina":
-        logging.info("ROI kept %d of %d patches.", len(coords),
-                     len(grid) * len(images))
+    if roi == "retina" and len(images):
+        counts = np.bincount(index_arr, minlength=len(images))
+        masked = int(np.sum(~valid_masks))
+        logging.info(
+            "ROI kept %d of %d patches (%d to %d patches per image, median "
+            "%g); %d artefact pixels in %d of %d images were masked and "
+            "filled.", len(coords), len(grid) * len(images), counts.min(),
+            counts.max(), float(np.median(counts)), masked,
+            int(np.sum(~valid_masks.reshape(len(images), -1).all(axis=1))),
+            len(images))
     return PatchSet(patches=patches, image_index=index_arr, ys=ys, xs=xs,
-                    patch_size=patch_size, image_shape=(h, w), patched=patched)
+                    patch_size=patch_size, image_shape=(h, w), patched=patched,
+                    valid_masks=valid_masks, roi_masks=roi_masks)
 
 
 def stitch_coverage(patchset: PatchSet, num_images: int) -> np.ndarray:

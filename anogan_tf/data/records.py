@@ -179,6 +179,13 @@ class PatchSet:
       image_shape: (H, W) of the full images.
       patched: False when each image is exactly one patch (no tiling);
         scores.csv then leaves patch_y/patch_x empty.
+      valid_masks: Optional bool [N, H, W], per full image the pixels that
+        carry signal (False on padding and border artefacts, see
+        `data.roi.artifact_mask`); None: every pixel. Artefact pixels were
+        filled before the patches were cut, and scoring ignores them.
+      roi_masks: Optional bool [N, H, W], per full image the region of
+        interest the patches were selected by (the retina band minus the
+        artefacts); None without an ROI.
     """
 
     patches: np.ndarray
@@ -188,6 +195,8 @@ class PatchSet:
     patch_size: int
     image_shape: Tuple[int, int]
     patched: bool
+    valid_masks: Optional[np.ndarray] = None
+    roi_masks: Optional[np.ndarray] = None
 
     def __post_init__(self):
         patches = self.patches
@@ -231,6 +240,21 @@ class PatchSet:
                 f"{self.ys.max()}], xs in [{self.xs.min()}, {self.xs.max()}], "
                 f"image_index >= 0).")
         object.__setattr__(self, "patched", bool(self.patched))
+        for name in ("valid_masks", "roi_masks"):
+            masks = getattr(self, name)
+            if masks is None:
+                continue
+            masks = np.asarray(masks)
+            if (masks.ndim != 3 or masks.shape[1:] != shape or
+                    masks.dtype != bool):
+                raise DataError(
+                    f"PatchSet.{name} must be bool [N, H, W] with (H, W) = "
+                    f"{shape}, got {_describe(masks)}.")
+            if p and masks.shape[0] <= int(self.image_index.max()):
+                raise DataError(
+                    f"PatchSet.{name} holds {masks.shape[0]} image(s) but a "
+                    f"patch refers to image {int(self.image_index.max())}.")
+            object.__setattr__(self, name, masks)
 
     def __len__(self) -> int:
         return int(self.patches.shape[0])
