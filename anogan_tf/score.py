@@ -33,7 +33,7 @@ def main(argv):
         sys.stderr.write(f"anogan-score: error: {e}\n")
         return 1
     print(f"Scored {summary['num_images']} images ({summary['num_patches']} "
-          f"model inputs, {summary['images_per_second']:.1f} inputs/s); wrote "
+          f"model inputs, {summary['inputs_per_second']:.1f} inputs/s); wrote "
           f"{summary['output_dir']}/scores.csv, image_scores.csv and "
           f"{summary['maps_written']} maps.")
     if summary.get("n_calibration"):

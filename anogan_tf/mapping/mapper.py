@@ -174,21 +174,27 @@ class LatentMapper:
         return best
 
     def map(self, images: np.ndarray, progress: bool = True,
-            label: str = "mapping") -> MappingResult:
+            label: str = "mapping", unit: str = "images") -> MappingResult:
         """Maps all `images` [N, H, W, C] (float32 in [-1, 1]) in batches.
 
         Args:
           images: Model-sized inputs.
-          progress: Show a Keras progress bar with images/s.
+          progress: Show a Keras progress bar with inputs/s.
           label: Shown before the bar.
+          unit: What the inputs are, plural ("images", or "patches" when
+            they were cut from larger images); the progress line counts them
+            in this unit.
         """
         images = np.asarray(images, np.float32)
         n = len(images)
-        bar = keras.utils.Progbar(n, unit_name="image",
-                                  stateful_metrics=["img/s"]) if progress else None
+        rate = f"{unit}/s"
+        bar = keras.utils.Progbar(
+            n, unit_name={"images": "image", "patches": "patch"}.get(
+                unit, "input"),
+            stateful_metrics=[rate]) if progress else None
         if progress:
             steps = 0 if self.mode == "encoder" else self.params.steps
-            print(f"{label}: {n} images, mode {self.mode}, {steps} steps, batch "
+            print(f"{label}: {n} {unit}, mode {self.mode}, {steps} steps, batch "
                   f"{self.batch_size}, restarts {self.restarts}, "
                   f"XLA {self.jit_compile}", flush=True)
         parts = []
@@ -198,7 +204,7 @@ class LatentMapper:
             if bar is not None:
                 done = min(n, i + self.batch_size)
                 bar.update(done, values=[
-                    ("img/s", done / max(time.perf_counter() - start, 1e-9))])
+                    (rate, done / max(time.perf_counter() - start, 1e-9))])
         elapsed = time.perf_counter() - start
         keys = ("anomaly_score", "residual_score", "discrimination_score",
                 "mapping_loss", "residual_map", "reconstruction", "latent")

@@ -92,17 +92,40 @@ def image_metrics(labels: np.ndarray, scores: np.ndarray,
 
 
 def pixel_metrics(masks: np.ndarray, maps: np.ndarray,
-                  max_pixels: int = 4_000_000, seed: int = 0) -> Dict[str, float]:
+                  max_pixels: int = 4_000_000, seed: int = 0,
+                  valid: Optional[np.ndarray] = None) -> Dict[str, float]:
     """Pixel AUROC/AUPRC of anomaly maps against ground-truth masks.
 
-    All pixels count (also those no patch covered, which score 0). Above
-    `max_pixels` a fixed random subsample keeps memory bounded.
+    All pixels count (also those no patch covered, which score 0), except
+    those outside `valid` (acquisition artefacts such as padding, which
+    carry no tissue). Above `max_pixels` a fixed random subsample keeps
+    memory bounded.
+
+    Args:
+      masks: [N, H, W] ground truth (> 0: anomalous).
+      maps: [N, H, W] anomaly maps.
+      max_pixels: Subsample above this many pixels.
+      seed: Seed of the subsample.
+      valid: Optional bool [N, H, W]; False pixels are left out.
+
+    Returns:
+      {"pixel_auroc", "pixel_auprc"}, or {} when the counted pixels hold
+      only one class.
+
+    Raises:
+      ValueError: the shapes differ.
     """
     y = (np.asarray(masks) > 0).reshape(-1)
     s = np.asarray(maps, np.float64).reshape(-1)
     if y.shape != s.shape:
         raise ValueError(f"masks {np.shape(masks)} and maps {np.shape(maps)} "
                          f"differ in shape.")
+    if valid is not None:
+        keep = np.asarray(valid, bool).reshape(-1)
+        if keep.shape != y.shape:
+            raise ValueError(f"valid {np.shape(valid)} and masks "
+                             f"{np.shape(masks)} differ in shape.")
+        y, s = y[keep], s[keep]
     if y.all() or not y.any():
         return {}
     if len(y) > max_pixels:

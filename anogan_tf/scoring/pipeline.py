@@ -20,6 +20,7 @@ from anogan_tf.config import (ConfigError, DataConfig, EvalConfig,
 from anogan_tf.data import (DataError, ImageSet, PatchSet, extract_patches,
                             load_images, stitch_maps)
 from anogan_tf.data.decode import decode_many
+from anogan_tf.data.roi import scoring_region
 from anogan_tf.mapping import LatentMapper, MappingParams, MappingResult
 from anogan_tf.mapping.mapper import balanced_batch_size
 from anogan_tf.models import load_encoder, load_model_dir
@@ -44,8 +45,13 @@ class ScoredImages:
       image_scores: [N] aggregated anomaly scores.
       image_residual: [N] aggregated residual scores.
       image_discrimination: [N] aggregated discrimination scores.
-      maps: [N, H, W] full-resolution residual maps (overlap-averaged).
+      maps: [N, H, W] full-resolution residual maps (overlap-averaged),
+        0 outside `region`.
       seconds: Wall time of the mapping.
+      region: Optional bool [N, H, W], where the maps count (map_max reads
+        only these pixels): with an ROI, the ROI widened by a few rows minus
+        the acquisition artefacts (`data.roi.scoring_region`); None: every
+        pixel.
     """
 
     images: ImageSet
@@ -56,6 +62,7 @@ class ScoredImages:
     image_discrimination: np.ndarray
     maps: np.ndarray
     seconds: float
+    region: Optional[np.ndarray] = None
 
 
 def _check_compatible(images: ImageSet, model_config: ModelConfig,
@@ -146,11 +153,21 @@ def score_image_set(images: ImageSet, generator, discriminator,
                           restarts=mapping_config.restarts,
                           jit_compile=mapping_config.jit_compile,
                           encoder=encoder, mode=mapping_config.mode)
-    start = time.perf_counter()
-    result = mapper.map(patches.patches, progress=progress, label=label)
-    seconds = time.perf_counter() - start
     n = len(images.images)
+    start = time.perf_counter()
+    result = mapper.map(
+        patches.patches, progress=progress,
+        label=f"{label} ({n} image{'s' if n != 1 else ''})" if patches.patched
+        else label, unit="patches" if patches.patched else "images")
+    seconds = time.perf_counter() - start
     maps = stitch_maps(result.residual_map, patches, n)
+    region = None
+    if patches.valid_masks is not None:
+        region = (patches.valid_masks if patches.roi_masks is None else
+                  scoring_region(patches.roi_masks, patches.valid_masks))
+        # Artefact pixels and pixels far from the ROI carry no score; maps
+        # are non-negative residuals, so 0 is "nothing there" for map_max.
+        maps = np.where(region, maps, 0.0).astype(np.float32)
     # "map_max" ranks images by their strongest pixel of the stitched
     # residual map; the residual and discrimination columns then use "max".
     patch_how = "max" if aggregate == "map_max" else aggregate
@@ -160,7 +177,8 @@ def score_image_set(images: ImageSet, generator, discriminator,
                     if aggregate == "map_max" else agg(result.anomaly_score))
     return ScoredImages(images, patches, result, image_scores,
                         agg(result.residual_score),
-                        agg(result.discrimination_score), maps, seconds)
+                        agg(result.discrimination_score), maps, seconds,
+                        region)
 
 
 def patch_rows(scored: ScoredImages, mode: str,
@@ -397,8 +415,10 @@ def run_score(model_dir: str, data_config: DataConfig,
     the inputs.
 
     Returns:
-      A summary dict (counts, paths, images/s, n_calibration, and threshold,
-      threshold_rule, target_fpr when target_fpr > 0).
+      A summary dict (num_images, num_patches, maps_written,
+      inputs_per_second (model inputs, i.e. patches when images are
+      patched), output_dir, n_calibration, and threshold, threshold_rule,
+      target_fpr when target_fpr > 0).
 
     Raises:
       ConfigError: target_fpr > 0 without (enough) calibration images.
@@ -455,7 +475,7 @@ def run_score(model_dir: str, data_config: DataConfig,
     summary.update({"num_images": len(images.images),
                     "num_patches": len(scored.patches.image_index),
                     "maps_written": n_maps,
-                    "images_per_second": len(scored.patches.image_index) /
+                    "inputs_per_second": len(scored.patches.image_index) /
                     max(scored.seconds, 1e-9), "output_dir": out})
     return summary
 
@@ -490,6 +510,11 @@ def run_evaluate(model_dir: str, data_config: DataConfig,
             f"anogan-score for unlabelled images.")
     if eval_config.num_test:
         test = test.take(eval_config.num_test)
+    logging.info("Evaluating %d test images (%d normal, %d anomalous)%s.",
+                 len(test), int(np.sum(test.labels == 0)),
+                 int(np.sum(test.labels == 1)),
+                 f", the first {eval_config.num_test} (--num_test)"
+                 if eval_config.num_test else "")
     rule = eval_config.threshold_rule
     target_fpr = eval_config.target_fpr
     calib = None
@@ -537,7 +562,9 @@ def run_evaluate(model_dir: str, data_config: DataConfig,
         labels, scored.maps.reshape(len(labels), -1).max(axis=1), 0.0)["image_auroc"]
     result["image_auroc_by_aggregate"] = by_aggregate
     if test.masks is not None:
-        result.update(metrics_lib.pixel_metrics(test.masks, scored.maps))
+        # Artefact pixels (padding, border lines) are no evidence either way.
+        result.update(metrics_lib.pixel_metrics(
+            test.masks, scored.maps, valid=scored.patches.valid_masks))
     result.update({
         "threshold": threshold,
         "threshold_rule": (
@@ -551,6 +578,14 @@ def run_evaluate(model_dir: str, data_config: DataConfig,
         "fpr_normal_test": float(np.mean(
             scored.image_scores[labels == 0] >= threshold)),
         "n_calibration": 0 if normal_scores is None else len(normal_scores),
+        "artifact_pixel_fraction": (
+            0.0 if scored.patches.valid_masks is None else
+            float(np.mean(~scored.patches.valid_masks))),
+        "map_region": (
+            "all pixels" if scored.region is None else
+            "ROI plus margin, minus artefacts"
+            if scored.patches.roi_masks is not None else
+            "all pixels minus artefacts"),
         "mode": mapping_config.mode,
         "n_normal": int(np.sum(labels == 0)),
         "n_anomalous": int(np.sum(labels == 1)),
