@@ -8,9 +8,9 @@ MVTec AD layout (chosen when `<root>/train/good` exists):
                                          category = <defect>)
   ground_truth/<defect>/<stem>_mask.png  pixel masks of the defect images
 
-A deterministic 10% of `train/good` (the files whose seeded hash of their id
-is smallest) is held out as the "calibration" split and removed from
-"train". A defect image without a mask file gets an all-zero mask and a
+A deterministic share of `train/good` (10% by default, `calibration_fraction`;
+the files whose seeded hash of their id is smallest) is held out as the
+"calibration" split and removed from "train"; the log says how many. A defect image without a mask file gets an all-zero mask and a
 logged warning; masks are binarised (> 0) and resized with nearest neighbour
 when images are resized.
 
@@ -172,7 +172,9 @@ def plain_entries(root: str) -> List[FileEntry]:
     return [FileEntry(path=f, id=_relative_id(root, f)) for f in files]
 
 
-def mvtec_entries(root: str, split: str, seed: int) -> List[FileEntry]:
+def mvtec_entries(root: str, split: str, seed: int,
+                  calibration_share: float = CALIBRATION_SHARE
+                  ) -> List[FileEntry]:
     """Files of one split of an MVTec AD style folder.
 
     Args:
@@ -180,6 +182,7 @@ def mvtec_entries(root: str, split: str, seed: int) -> List[FileEntry]:
       split: "train" (train/good minus the calibration share),
         "calibration" (the held-out share of train/good) or "test".
       seed: Seed of the calibration hold-out.
+      calibration_share: Fraction of train/good held out for calibration.
 
     Returns:
       The split's entries, sorted by id.
@@ -194,13 +197,17 @@ def mvtec_entries(root: str, split: str, seed: int) -> List[FileEntry]:
         entries = [FileEntry(path=f, id=_relative_id(root, f), label=0,
                              category="good") for f in files]
         train, calibration = calibration_partition(
-            [e.id for e in entries], seed)
+            [e.id for e in entries], seed, calibration_share)
         chosen = train if split == "train" else calibration
         if not chosen:
             raise DataError(
                 f"{folder} has only {len(files)} image(s): too few to hold "
-                f"out {CALIBRATION_SHARE:.0%} for calibration. Add normal "
-                f"training images.")
+                f"out {calibration_share:.0%} for calibration and train on "
+                f"the rest. Add normal training images.")
+        logging.info(
+            "%s: %d of %d normal images held back for calibration "
+            "(--calibration_fraction=%g), %d left for training.", folder,
+            len(calibration), len(entries), calibration_share, len(train))
         return [entries[k] for k in chosen]
 
     test_root = os.path.join(root, "test")

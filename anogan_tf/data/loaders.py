@@ -9,8 +9,9 @@ Splits:
     conformal calibration and percentile thresholds. synthetic_oct draws
     them from their own seed stream, digits holds out 10% of the normal
     class, glyphs renders `glyphs_num_calibration` images from their own
-    index range, and an MVTec AD folder holds out a deterministic 10% of
-    train/good (which "train" then excludes). Plain folders, .npy/.npz and
+    index range, and an MVTec AD folder holds out a deterministic
+    `calibration_fraction` (default 10%) of train/good (which "train" then
+    excludes; the log says how many). Plain folders, .npy/.npz and
     TFRecord sources have no held-out normal data: asking for it raises
     DataError.
 
@@ -77,7 +78,8 @@ def _no_calibration(config: DataConfig) -> DataError:
         f"file/folder and load its 'train' split, e.g. `load_images("
         f"dataclasses.replace(config, data_path=<normal images>), 'train')`. "
         f"Alternatively use the MVTec AD folder layout (train/good, test/...),"
-        f" which holds out 10% of train/good automatically.")
+        f" which holds out --calibration_fraction (10%) of train/good "
+        f"automatically.")
 
 
 def _check_config(config: DataConfig, split: str) -> Optional[Tuple[int, int]]:
@@ -163,7 +165,8 @@ def _load_folder(config: DataConfig, split: str,
             f"TFRecords.")
     mvtec = folders.is_mvtec_layout(root)
     if mvtec:
-        entries = folders.mvtec_entries(root, split, config.seed)
+        entries = folders.mvtec_entries(root, split, config.seed,
+                                        config.calibration_fraction)
     elif split == "calibration":
         raise _no_calibration(config)
     else:

@@ -359,15 +359,34 @@ def _load_calibration(eval_config: EvalConfig, data_config: DataConfig,
         return None
     if eval_config.num_test:
         images = images.take(eval_config.num_test)
+    logging.info("Calibration: %d held-out normal images (%s).",
+                 len(images.images), ", ".join(eval_config.calibration_data)
+                 if eval_config.calibration_data else
+                 f"the {data_config.dataset} calibration split")
     if eval_config.target_fpr > 0:
-        need = calibration_lib.min_calibration_size(eval_config.target_fpr)
-        if len(images.images) < need:
-            raise ConfigError(
-                f"--target_fpr={eval_config.target_fpr:g} needs at least {need} "
-                f"calibration images, got {len(images.images)}. Pass more "
-                f"held-out normal images with --calibration_data (or raise "
-                f"--num_test / --target_fpr).")
+        _check_target_fpr(eval_config.target_fpr, len(images.images),
+                          eval_config.num_test)
     return images
+
+
+def _check_target_fpr(target_fpr: float, n: int, num_test: int = 0) -> None:
+    """ConfigError naming --target_fpr when n calibration images cannot
+    support it (see calibration.check_target_fpr)."""
+    try:
+        calibration_lib.check_target_fpr(target_fpr, n)
+    except calibration_lib.CalibrationError as e:
+        limit = (f" (--num_test={num_test} also limits the calibration "
+                 f"images)" if num_test else "")
+        raise ConfigError(f"{e}{limit}") from e
+
+
+def _calibration_warning(n: int, rule: str, eval_config: EvalConfig) -> str:
+    """Logs and returns the small-calibration warning ("" when n >= 20)."""
+    warning = calibration_lib.calibration_warning(
+        n, rule, eval_config.threshold_percentile, eval_config.target_fpr)
+    if warning:
+        logging.warning("%s", warning)
+    return warning
 
 
 def _no_calibration_error(eval_config: EvalConfig, why: str) -> ConfigError:
@@ -418,7 +437,7 @@ def run_score(model_dir: str, data_config: DataConfig,
       A summary dict (num_images, num_patches, maps_written,
       inputs_per_second (model inputs, i.e. patches when images are
       patched), output_dir, n_calibration, and threshold, threshold_rule,
-      target_fpr when target_fpr > 0).
+      target_fpr, calibration_warning when target_fpr > 0).
 
     Raises:
       ConfigError: target_fpr > 0 without (enough) calibration images.
@@ -448,8 +467,11 @@ def run_score(model_dir: str, data_config: DataConfig,
                                                       scored.image_scores)
         summary["n_calibration"] = len(cal_scores)
         if eval_config.target_fpr > 0:
+            _check_target_fpr(eval_config.target_fpr, len(cal_scores))
             threshold = calibration_lib.conformal_threshold(
                 cal_scores, eval_config.target_fpr)
+            summary["calibration_warning"] = _calibration_warning(
+                len(cal_scores), "conformal", eval_config)
             summary.update({
                 "threshold": threshold, "target_fpr": eval_config.target_fpr,
                 "threshold_rule": _conformal_rule(eval_config.target_fpr,
@@ -537,11 +559,18 @@ def run_evaluate(model_dir: str, data_config: DataConfig,
     scored = score(test, "test")
 
     normal_scores = p_values = None
+    warning = ""
     if calib is not None:
         normal_scores = _finite_scores(
             score(calib, "calibration (normal)").image_scores)
+        if target_fpr > 0:
+            _check_target_fpr(target_fpr, len(normal_scores),
+                              eval_config.num_test)
         p_values = calibration_lib.conformal_p_values(normal_scores,
                                                       scored.image_scores)
+        if rule in ("conformal", "percentile"):
+            warning = _calibration_warning(len(normal_scores), rule,
+                                           eval_config)
     labels = test.labels
     if rule == "conformal":
         threshold = calibration_lib.conformal_threshold(normal_scores,
@@ -578,6 +607,7 @@ def run_evaluate(model_dir: str, data_config: DataConfig,
         "fpr_normal_test": float(np.mean(
             scored.image_scores[labels == 0] >= threshold)),
         "n_calibration": 0 if normal_scores is None else len(normal_scores),
+        "calibration_warning": warning or None,
         "artifact_pixel_fraction": (
             0.0 if scored.patches.valid_masks is None else
             float(np.mean(~scored.patches.valid_masks))),
