@@ -20,7 +20,7 @@ inference mode, catch it:
 
 Both are pure functions of (G, images) here; `TrainingHealth` is the Keras
 callback that logs them (to `logs` and so to history.json and TensorBoard)
-and warns when diversity stays low.
+and warns when diversity is still low when training ends.
 """
 
 from __future__ import annotations
@@ -57,10 +57,10 @@ class HealthConfig:
       coverage_steps: Adam steps of the residual-only coverage mapping.
       coverage_restarts: Starts per held-out image (the best is kept).
       coverage_lr: Adam learning rate on z for the coverage mapping.
-      warn_below: Warn when diversity is below this after `warn_after`
-        epochs.
-      warn_after: Epochs before a low diversity warns (early epochs are
-        legitimately undiverse).
+      warn_below: Warn when the diversity of the run's last epoch is below
+        this. Early epochs are legitimately undiverse (a GAN first learns
+        the mean image, then the modes: BENCHMARKS.md), so only the end of
+        training is judged.
       seed: Seed of the fixed z draws and the mapping starts.
     """
 
@@ -69,7 +69,6 @@ class HealthConfig:
     coverage_restarts: int = 2
     coverage_lr: float = 0.1
     warn_below: float = DIVERSITY_WARNING
-    warn_after: int = 2
     seed: int = 0
 
 
@@ -120,7 +119,7 @@ def coverage(mapper: LatentMapper, images: np.ndarray) -> Dict[str, float]:
 class TrainingHealth(keras.callbacks.Callback):
     """Adds diversity, coverage_residual and coverage_ratio to each epoch's
     logs (so fit's history, history.json and TensorBoard carry them), and
-    warns when G has collapsed.
+    warns at the end of training when G has collapsed.
 
     Args:
       real: Normal images for the diversity reference (training images).
@@ -148,7 +147,7 @@ class TrainingHealth(keras.callbacks.Callback):
             lambda_weight=0.0, discrimination_loss="feature",
             score="residual", seed=config.seed)
         self._mapper = None
-        self.low_epochs = 0
+        self.last = None
         self.warnings = []
 
     def _get_mapper(self) -> LatentMapper:
@@ -175,11 +174,16 @@ class TrainingHealth(keras.callbacks.Callback):
             logs.update(metrics)
         text = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
         logging.info("Epoch %d health: %s", epoch + 1, text)
-        if (epoch + 1 >= self.config.warn_after
-                and metrics["diversity"] < self.config.warn_below):
-            message = (f"Epoch {epoch + 1}: sample diversity "
-                       f"{metrics['diversity']:.2f} < "
-                       f"{self.config.warn_below} of the real images' spread. "
-                       + COLLAPSE_ADVICE)
+        self.last = (epoch + 1, metrics)
+
+    def on_train_end(self, logs=None):
+        if self.last is None:
+            return
+        epoch, metrics = self.last
+        if metrics["diversity"] < self.config.warn_below:
+            message = (f"Training ended (epoch {epoch}) with sample diversity "
+                       f"{metrics['diversity']:.2f}, below "
+                       f"{self.config.warn_below} of the real images' "
+                       f"spread. " + COLLAPSE_ADVICE)
             self.warnings.append(message)
             logging.warning("%s", message)
