@@ -80,6 +80,12 @@ flags.DEFINE_float("calibration_fraction", 0.1,
                    "Share of train/good an MVTec AD style folder holds out "
                    "(never trained on) to calibrate thresholds and p-values; "
                    "the log says how many images that is.")
+flags.DEFINE_enum("intensity_norm", "none", ["none", "roi_percentile"],
+                  "Per-scan intensity normalisation of OCT B-scans on load: "
+                  "roi_percentile maps each scan's black level (1st "
+                  "percentile) and its retina ROI's median to fixed values, "
+                  "so scans from different devices or exports compare "
+                  "(see flags/synthetic_oct.cfg).")
 flags.DEFINE_integer("glyphs_num_train", 2000,
                      "Normal training images of --dataset=glyphs.")
 flags.DEFINE_integer("glyphs_num_calibration", 200,
@@ -261,6 +267,7 @@ def data_config_from_flags(image_size: Optional[int] = None,
         oct_anomaly_fraction=FLAGS.oct_anomaly_fraction,
         oct_artifacts=FLAGS.oct_artifacts,
         calibration_fraction=FLAGS.calibration_fraction,
+        intensity_norm=FLAGS.intensity_norm,
         glyphs_num_train=FLAGS.glyphs_num_train,
         glyphs_num_calibration=FLAGS.glyphs_num_calibration,
         glyphs_num_test=FLAGS.glyphs_num_test)

@@ -129,6 +129,10 @@ class DataConfig:
         vessel shadows; see data/synthetic_oct.py).
       calibration_fraction: Share of `train/good` an MVTec AD style folder
         holds out as the "calibration" split (never trained on), in (0, 1).
+      intensity_norm: Per-scan intensity normalisation of OCT B-scans,
+        applied on load to every split: "none", or "roi_percentile" (the
+        scan's black level and its retina ROI's median are mapped to fixed
+        values; data/intensity.py).
       glyphs_num_train: Normal training images of `glyphs`.
       glyphs_num_calibration: Held-out normal images of `glyphs`.
       glyphs_num_test: Test images of `glyphs`; half of them (rounded down)
@@ -154,6 +158,7 @@ class DataConfig:
     oct_anomaly_fraction: float = 0.5
     oct_artifacts: bool = False
     calibration_fraction: float = 0.1
+    intensity_norm: str = "none"
     glyphs_num_train: int = 2000
     glyphs_num_calibration: int = 200
     glyphs_num_test: int = 400
@@ -164,6 +169,10 @@ class DataConfig:
                 f"calibration_fraction must be in (0, 1) (0.1 holds out 10% "
                 f"of train/good), got {self.calibration_fraction}. Pass e.g. "
                 f"--calibration_fraction=0.2.")
+        if self.intensity_norm not in ("none", "roi_percentile"):
+            raise ConfigError(
+                f"intensity_norm must be 'none' or 'roi_percentile', got "
+                f"{self.intensity_norm!r}.")
 
     @property
     def effective_patch_size(self) -> int:

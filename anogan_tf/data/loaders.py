@@ -18,7 +18,8 @@ Splits:
 Sources (`config.dataset`): "synthetic_oct", "digits", "glyphs", "folder",
 "npy" and "tfrecord"; see the modules of the same names for their formats.
 Every image is converted to `config.channels`, resized to `config.resize` when
-given, and scaled to [-1, 1]. Bad input of any kind raises `DataError`.
+given, scaled to [-1, 1] and, with `config.intensity_norm`, normalised per
+scan (data/intensity.py). Bad input of any kind raises `DataError`.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from anogan_tf.data.decode import (convert_channels, decode_many,
 from anogan_tf.data.digits import load_digits_split
 from anogan_tf.data.errors import DataError
 from anogan_tf.data.glyphs import load_glyphs_split
+from anogan_tf.data.intensity import normalize_intensity
 from anogan_tf.data.records import ImageSet
 from anogan_tf.data.synthetic_oct import generate_oct
 
@@ -318,6 +320,7 @@ def load_images(config: DataConfig, split: str) -> ImageSet:
     else:
         images = _load_tfrecord(config, split, resize)
     _check_patch_fits(images, config)
+    images = normalize_intensity(images, config.intensity_norm)
     h, w = images.image_shape
     logging.info(
         "Loaded %d %s images (%dx%dx%d) from %s%s%s.", len(images), split, h,

@@ -20,6 +20,7 @@ from anogan_tf.config import (ConfigError, DataConfig, EvalConfig,
 from anogan_tf.data import (DataError, ImageSet, PatchSet, extract_patches,
                             load_images, stitch_maps)
 from anogan_tf.data.decode import decode_many
+from anogan_tf.data.intensity import normalize_intensity
 from anogan_tf.data.roi import scoring_region
 from anogan_tf.mapping import LatentMapper, MappingParams, MappingResult
 from anogan_tf.mapping.mapper import balanced_batch_size
@@ -251,7 +252,7 @@ def load_inputs(inputs: Optional[Sequence[str]],
     Args:
       inputs: Files and folders (images, .npy/.npz, .tfrecord); when empty,
         `data_config`'s dataset "test" split is used.
-      data_config: Channels, resize, skip_bad_files.
+      data_config: Channels, resize, skip_bad_files, intensity_norm.
 
     Raises:
       DataError: a path is missing, unreadable or holds no images.
@@ -294,8 +295,10 @@ def load_inputs(inputs: Optional[Sequence[str]],
                     f"The input images have different sizes {sorted(shapes)}; "
                     f"pass --resize=H,W.")
             ids = tuple(os.path.splitext(os.path.basename(f))[0] for f, _ in good)
-            sets.append(ImageSet(
-                np.stack([d.image for _, d in good]) * 2.0 - 1.0, ids))
+            # Folders and arrays are normalised by load_images; files here.
+            sets.append(normalize_intensity(ImageSet(
+                np.stack([d.image for _, d in good]) * 2.0 - 1.0, ids),
+                data_config.intensity_norm))
     if not sets:
         raise DataError("No readable images in --inputs.")
     return _concat(sets)
