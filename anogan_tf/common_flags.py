@@ -52,7 +52,9 @@ flags.DEFINE_integer("patch_size", 0,
 flags.DEFINE_integer("patch_stride", 0, "Patch stride (0: patch_size // 2).")
 flags.DEFINE_enum("roi", "none", ["none", "retina"],
                   "Keep only patches in a region of interest; 'retina' finds "
-                  "the bright retina band of OCT B-scans by intensity.")
+                  "the retina band of OCT B-scans from its layer structure, "
+                  "after masking padding and border artefacts (which are "
+                  "filled in patches and never score).")
 flags.DEFINE_float("roi_min_coverage", 0.5,
                    "Fraction of a patch that must lie inside the ROI.")
 flags.DEFINE_list("resize", None,

@@ -113,8 +113,9 @@ class DataConfig:
         `patch_size` differs.
       patch_size: Side of the patches cut from full images (0: image_size).
       patch_stride: Stride between patches (0: patch_size // 2).
-      roi: "none", or "retina" to keep only patches inside the bright
-        retina band found by intensity.
+      roi: "none", or "retina" to keep only patches inside the retina
+        band of OCT B-scans (data/roi.py: padding and border artefacts are
+        masked first, filled in patches and never score).
       roi_min_coverage: Fraction of a patch that must lie in the ROI.
       resize: Optional (height, width) every full image is resized to.
       normal_class: The normal class (digit 0..9) of `digits` and `glyphs`.
