@@ -53,8 +53,8 @@ from anogan_tf.models.io import load_encoder, load_model_dir  # noqa: E402
 from anogan_tf.training import train_gan  # noqa: E402
 from anogan_tf.training.encoder import train_encoder  # noqa: E402
 
-SCORES = ("anogan", "residual", "residual_sq", "feature", "standardised",
-          "standardised_sq")
+SCORES = ("anogan", "residual", "residual_sq", "feature", "critic",
+          "standardised", "standardised_sq", "standardised_all")
 
 
 class TimeBudget(keras.callbacks.Callback):
@@ -83,6 +83,13 @@ def pca_scores(train: np.ndarray, test: np.ndarray, k: int = 32) -> np.ndarray:
     return np.sum((b - recon) ** 2, axis=1)
 
 
+def critic_scores(discriminator, images: np.ndarray) -> np.ndarray:
+    """-D(x): the critic's own verdict on the query (higher: less real)."""
+    logits = [np.asarray(discriminator(images[i:i + 256], training=False))
+              for i in range(0, len(images), 256)]
+    return -np.concatenate(logits).reshape(-1).astype(np.float64)
+
+
 def variant_scores(result, lambda_weight: float) -> Dict[str, np.ndarray]:
     """Every score of SCORES (but the standardised ones) from one mapping."""
     r = result.residual_score.astype(np.float64)
@@ -102,6 +109,7 @@ def standardise(test: Dict[str, np.ndarray], cal: Dict[str, np.ndarray]
     out = dict(test)
     out["standardised"] = z("residual") + z("feature")
     out["standardised_sq"] = z("residual_sq") + z("feature")
+    out["standardised_all"] = z("residual_sq") + z("feature") + z("critic")
     return out
 
 
@@ -149,6 +157,8 @@ def run_class(dataset: str, normal_class: int, args, out_dir: str) -> Dict:
                                  mapping.lambda_weight)
     cal_scores = variant_scores(mapper.map(cal.images, progress=False),
                                 mapping.lambda_weight)
+    test_scores["critic"] = critic_scores(d, test.images)
+    cal_scores["critic"] = critic_scores(d, cal.images)
     map_seconds = time.perf_counter() - start
     scores = standardise(test_scores, cal_scores)
     row = {"set": dataset, "class": normal_class,
