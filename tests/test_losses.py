@@ -97,3 +97,19 @@ def test_mode_seeking_loss_known_answer_and_collapse():
     assert float(loss) > 0.9 / gl.MS_EPSILON * 0.25
     grad = tape.gradient(loss, other)
     assert float(tf.reduce_sum(grad)) < 0  # increasing `other` lowers it
+
+
+def test_squared_residual_known_answer_and_score_selection():
+    x = np.zeros((2, 2, 2, 1), np.float32)
+    g = np.zeros((2, 2, 2, 1), np.float32)
+    x[0, 0, 0, 0], g[0, 1, 1, 0] = 0.5, -0.25   # 0.25 + 0.0625
+    x[1] = 1.0                                   # 4 pixels * 1
+    np.testing.assert_allclose(ml.squared_residual(x, g), [0.3125, 4.0])
+    from anogan_tf.mapping import latent
+    r, d, a, logits = (tf.constant([1.0, 2.0]), tf.constant([3.0, 4.0]),
+                       tf.constant([5.0, 6.0]), tf.constant([[0.0], [0.0]]))
+    sq = ml.squared_residual(x, g)
+    np.testing.assert_allclose(
+        latent.select_score("residual_sq", r, d, a, logits, sq), [0.3125, 4.0])
+    np.testing.assert_allclose(
+        latent.select_score("anogan", r, d, a, logits, sq), [5.0, 6.0])

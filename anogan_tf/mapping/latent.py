@@ -163,14 +163,18 @@ def adam_update(z, grad, m, v, t, params: MappingParams):
     return project_to_prior(z, params.prior), m, v
 
 
-def select_score(score: str, residual, discrimination, combined, x_logits):
+def select_score(score: str, residual, discrimination, combined, x_logits,
+                 squared_residual=None):
     """The value `anomaly_score` holds for MappingConfig.score.
 
-    "residual" and "feature" pick one term, "d_output" is 1 - D(x) on the
-    query, anything else ("anogan", "bce") the combined score.
+    "residual" and "feature" pick one term, "residual_sq" the squared
+    residual, "d_output" is 1 - D(x) on the query, anything else ("anogan",
+    "bce") the combined score.
     """
     if score == "residual":
         return residual
+    if score == "residual_sq":
+        return squared_residual
     if score == "feature":
         return discrimination
     if score == "d_output":
@@ -185,7 +189,8 @@ def final_outputs(generator, discriminator, x, fx, x_logits, z,
                                            params)
     mapping_loss = losses.weighted_score(r, d, params.lambda_weight)
     # "anogan" and "bce" (bce sets the discrimination loss) use A(x).
-    a = select_score(params.score, r, d, mapping_loss, x_logits)
+    a = select_score(params.score, r, d, mapping_loss, x_logits,
+                     losses.squared_residual(x, gz))
     return {
         "anomaly_score": a,
         "residual_score": r,
@@ -382,12 +387,14 @@ def encoder_outputs(generator, discriminator, x, fx, x_logits, z,
     residual_score and discrimination_score hold the image and feature MSE,
     and `anomaly_score` (for score "anogan") their sum
     image MSE + kappa * feature MSE. score "residual"/"feature" select one
-    term and "d_output" the discriminator's verdict, as in the iterative mode.
+    term, "residual_sq" the squared residual and "d_output" the
+    discriminator's verdict, as in the iterative mode.
     """
     gz, image_mse, feature_mse = izif_losses(generator, discriminator, x, fx,
                                              z)
     izif = image_mse + params.kappa * feature_mse
-    a = select_score(params.score, image_mse, feature_mse, izif, x_logits)
+    a = select_score(params.score, image_mse, feature_mse, izif, x_logits,
+                     losses.squared_residual(x, gz))
     return {
         "anomaly_score": a,
         "residual_score": image_mse,

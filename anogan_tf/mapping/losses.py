@@ -10,6 +10,9 @@ Schlegl et al. 2017, sec. 2.2 (arXiv:1703.05921):
 * Mapping loss (eq. 5):         L(z) = (1 - lambda) L_R(z) + lambda L_D(z)
 * Anomaly score (eq. 6):        A(x) = (1 - lambda) R(x) + lambda D(x), with
   R(x) and D(x) the two losses at the last mapping step z*.
+* Squared residual (not in the paper; f-AnoGAN's and PCA's error norm):
+  sum (x - G(z*))^2 at the same z*. It ranks one-class images better than the
+  L1 sum (benchmarks/oneclass.py, BENCHMARKS.md).
 
 Every function reduces over all axes but the batch axis and returns one
 value per image, shape [N]: summing the batch loss gives each image its own
@@ -22,6 +25,7 @@ import tensorflow as tf
 
 __all__ = [
     "residual_loss",
+    "squared_residual",
     "feature_matching_loss",
     "bce_discrimination_loss",
     "weighted_score",
@@ -38,6 +42,11 @@ def _sum_per_sample(t):
 def residual_loss(x, generated):
     """R = sum over pixels and channels of |x - G(z)| (eq. 3). Returns [N]."""
     return _sum_per_sample(tf.abs(x - generated))
+
+
+def squared_residual(x, generated):
+    """sum over pixels and channels of (x - G(z))^2. Returns [N]."""
+    return _sum_per_sample(tf.square(x - generated))
 
 
 def feature_matching_loss(features_x, features_generated):
