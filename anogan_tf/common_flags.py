@@ -177,8 +177,10 @@ flags.DEFINE_enum("discrimination_loss", "feature", ["feature", "bce"],
                   "L_D: feature matching on D's features (the paper) or sigmoid "
                   "cross-entropy on D(G(z)) (the paper's reference variant).")
 flags.DEFINE_enum("score", "anogan",
-                  ["anogan", "residual", "feature", "d_output", "bce"],
+                  ["anogan", "residual", "residual_sq", "feature", "d_output",
+                   "bce"],
                   "What anomaly_score holds: A(x) (anogan), R(x) (residual), "
+                  "the squared residual sum (x - G(z*))^2 (residual_sq), "
                   "D(x) with feature matching (feature), 1 - D(x) on the query "
                   "(d_output), or A(x) with the bce discrimination loss (bce).")
 flags.DEFINE_boolean("mapping_jit_compile", True,

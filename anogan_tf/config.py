@@ -270,7 +270,8 @@ class MappingConfig:
       discrimination_loss: "feature" (feature matching, the paper) or
         "bce" (sigmoid cross-entropy on D(G(z)), the reference variant).
       score: Which value fills `anomaly_score`: "anogan" (A(x)), "residual",
-        "feature", "d_output" or "bce".
+        "residual_sq" (sum of squared residuals at z*), "feature",
+        "d_output" or "bce".
       jit_compile: XLA for the mapping loop; always explicit.
       mode: "iterative" (the paper); "encoder" (f-AnoGAN: one pass
         z = E(x)) or "hybrid" (z0 = E(x), then `steps` mapping steps); both
@@ -319,9 +320,11 @@ class MappingConfig:
             raise ConfigError(
                 f"discrimination_loss must be 'feature' or 'bce', got "
                 f"{self.discrimination_loss!r}.")
-        if self.score not in ("anogan", "residual", "feature", "d_output", "bce"):
+        if self.score not in ("anogan", "residual", "residual_sq", "feature",
+                              "d_output", "bce"):
             raise ConfigError(
-                f"score must be anogan|residual|feature|d_output|bce, got "
+                f"score must be anogan|residual|residual_sq|feature|d_output|"
+                f"bce, got "
                 f"{self.score!r}.")
         if self.mode not in ("iterative", "encoder", "hybrid"):
             raise ConfigError(
