@@ -217,3 +217,16 @@ def test_holdout_images_are_not_trained_on():
     assert len(held) == round(0.1 * len(all_train))
     flat = {t.tobytes() for t in train}
     assert not any(h.tobytes() in flat for h in held)
+
+
+def test_coverage_maps_at_most_max_coverage_images():
+    real = np.random.default_rng(2).uniform(-1, 1, (300, 32, 32, 1))
+    callback = health.TrainingHealth(
+        real, real[:200], MODEL.latent_dim, MODEL.prior,
+        health.HealthConfig(max_coverage_images=16))
+    assert callback.holdout.shape == (16, 32, 32, 1)
+    rows = {r.tobytes() for r in real[:200].astype(np.float32)}
+    assert all(h.tobytes() in rows for h in callback.holdout)
+    small = health.TrainingHealth(real, real[:10], MODEL.latent_dim,
+                                  MODEL.prior)
+    assert len(small.holdout) == 10

@@ -57,6 +57,9 @@ class HealthConfig:
       coverage_steps: Adam steps of the residual-only coverage mapping.
       coverage_restarts: Starts per held-out image (the best is kept).
       coverage_lr: Adam learning rate on z for the coverage mapping.
+      max_coverage_images: At most this many held-out inputs (a seeded
+        choice) are mapped each epoch, so the check costs the same on a
+        large set.
       warn_below: Warn when the diversity of the run's last epoch is below
         this. Early epochs are legitimately undiverse (a GAN first learns
         the mean image, then the modes: BENCHMARKS.md), so only the end of
@@ -68,6 +71,7 @@ class HealthConfig:
     coverage_steps: int = 50
     coverage_restarts: int = 2
     coverage_lr: float = 0.1
+    max_coverage_images: int = 128
     warn_below: float = DIVERSITY_WARNING
     seed: int = 0
 
@@ -138,6 +142,9 @@ class TrainingHealth(keras.callbacks.Callback):
         take = min(len(real), 1024)
         self.real = np.asarray(real[rng.choice(len(real), take, replace=False)]
                                if len(real) > take else real, np.float32)
+        if holdout is not None and len(holdout) > config.max_coverage_images:
+            holdout = holdout[np.sort(rng.choice(
+                len(holdout), config.max_coverage_images, replace=False))]
         self.holdout = (None if holdout is None or len(holdout) == 0
                         else np.asarray(holdout, np.float32))
         self.z = _draw_prior(rng, config.num_samples, latent_dim, prior)

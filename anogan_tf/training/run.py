@@ -209,7 +209,7 @@ def train_gan(model_config: ModelConfig, data_config: DataConfig,
     ] + list(extra_callbacks or [])
     hist = fit_and_record(gan, dataset, train_config, initial_epoch, steps,
                           callbacks, verbose,
-                          os.path.join(model_dir, "history.json"))
+                          os.path.join(model_dir, cb.HISTORY_FILE))
     return TrainResult(model_dir, initial_epoch, train_config.epochs, hist,
                        len(patches), sampler.last_path,
                        tuple(health_cb.warnings))
