@@ -50,6 +50,7 @@ from anogan_tf.common_flags import resolve_d_norm  # noqa: E402
 from anogan_tf.data import load_images  # noqa: E402
 from anogan_tf.mapping import LatentMapper, MappingParams  # noqa: E402
 from anogan_tf.models.io import load_encoder, load_model_dir  # noqa: E402
+from anogan_tf.scoring.pipeline import score_variants  # noqa: E402
 from anogan_tf.training import train_gan  # noqa: E402
 from anogan_tf.training.encoder import train_encoder  # noqa: E402
 
@@ -88,16 +89,6 @@ def critic_scores(discriminator, images: np.ndarray) -> np.ndarray:
     logits = [np.asarray(discriminator(images[i:i + 256], training=False))
               for i in range(0, len(images), 256)]
     return -np.concatenate(logits).reshape(-1).astype(np.float64)
-
-
-def variant_scores(result, lambda_weight: float) -> Dict[str, np.ndarray]:
-    """Every score of SCORES (but the standardised ones) from one mapping."""
-    r = result.residual_score.astype(np.float64)
-    d = result.discrimination_score.astype(np.float64)
-    sq = np.sum(result.residual_map.astype(np.float64) ** 2,
-                axis=tuple(range(1, result.residual_map.ndim)))
-    return {"anogan": (1 - lambda_weight) * r + lambda_weight * d,
-            "residual": r, "residual_sq": sq, "feature": d}
 
 
 def standardise(test: Dict[str, np.ndarray], cal: Dict[str, np.ndarray]
@@ -153,9 +144,9 @@ def run_class(dataset: str, normal_class: int, args, out_dir: str) -> Dict:
     cal = load_images(data, "calibration")
     labels = np.asarray(test.labels)
     start = time.perf_counter()
-    test_scores = variant_scores(mapper.map(test.images, progress=False),
+    test_scores = score_variants(mapper.map(test.images, progress=False),
                                  mapping.lambda_weight)
-    cal_scores = variant_scores(mapper.map(cal.images, progress=False),
+    cal_scores = score_variants(mapper.map(cal.images, progress=False),
                                 mapping.lambda_weight)
     test_scores["critic"] = critic_scores(d, test.images)
     cal_scores["critic"] = critic_scores(d, cal.images)

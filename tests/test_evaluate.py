@@ -56,6 +56,10 @@ def test_evaluate_writes_every_file_and_is_batch_size_invariant(model_dir, tmp_p
     by_agg = m["image_auroc_by_aggregate"]
     assert set(by_agg) == {"max", "mean", "topk_mean", "map_max"}
     assert by_agg["max"] == pytest.approx(m["image_auroc"])  # the default
+    by_score = m["image_auroc_by_score"]
+    assert set(by_score) == {"anogan", "residual", "residual_sq", "feature"}
+    # The default --score=anogan with --aggregate=max is the headline AUROC.
+    assert by_score["anogan"] == pytest.approx(m["image_auroc"])
     assert m["mode"] == "iterative" and m["n_normal"] == 4 and m["n_anomalous"] == 4
     a, b = _scores(os.path.join(outs[0], "scores.csv")), _scores(
         os.path.join(outs[1], "scores.csv"))
@@ -141,3 +145,18 @@ def test_evaluate_binary_acceptance(model_dir, tmp_path):
     assert "Traceback" not in p.stderr
     p = _run("score", [f"--model_dir={tmp_path / 'missing'}", f"--output_dir={out}"])
     assert p.returncode == 1 and "anogan-score: error:" in p.stderr
+
+
+def test_score_variants_known_answer():
+    from anogan_tf.scoring.pipeline import score_variants
+
+    class Mapping:
+        residual_score = np.array([2.0, 4.0])
+        discrimination_score = np.array([10.0, 0.0])
+        residual_map = np.array([[[[1.0], [2.0]]], [[[0.5], [0.5]]]])
+
+    v = score_variants(Mapping(), 0.1)
+    np.testing.assert_allclose(v["anogan"], [0.9 * 2 + 1.0, 0.9 * 4])
+    np.testing.assert_allclose(v["residual"], [2.0, 4.0])
+    np.testing.assert_allclose(v["residual_sq"], [5.0, 0.5])
+    np.testing.assert_allclose(v["feature"], [10.0, 0.0])

@@ -30,7 +30,7 @@ from anogan_tf.scoring import metrics as metrics_lib
 from anogan_tf.scoring import reports
 
 __all__ = ["ScoredImages", "score_image_set", "load_inputs", "run_score",
-           "run_evaluate", "patch_rows", "image_rows"]
+           "run_evaluate", "patch_rows", "image_rows", "score_variants"]
 
 _IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -180,6 +180,22 @@ def score_image_set(images: ImageSet, generator, discriminator,
                         agg(result.residual_score),
                         agg(result.discrimination_score), maps, seconds,
                         region)
+
+
+def score_variants(mapping, lambda_weight: float) -> Dict[str, np.ndarray]:
+    """Per-input scores from one mapping, for comparing them on labels.
+
+    Returns {"anogan": (1 - lambda) R + lambda D (the paper's A(x)),
+    "residual": R, "residual_sq": sum (x - G(z*))^2, "feature": D}.
+    In encoder mode R and D are f-AnoGAN's image and feature MSE.
+    """
+    r = np.asarray(mapping.residual_score, np.float64)
+    d = np.asarray(mapping.discrimination_score, np.float64)
+    maps = np.asarray(mapping.residual_map, np.float64)
+    return {"anogan": (1.0 - lambda_weight) * r + lambda_weight * d,
+            "residual": r,
+            "residual_sq": np.sum(maps ** 2, axis=tuple(range(1, maps.ndim))),
+            "feature": d}
 
 
 def patch_rows(scored: ScoredImages, mode: str,
@@ -593,6 +609,16 @@ def run_evaluate(model_dir: str, data_config: DataConfig,
     by_aggregate["map_max"] = metrics_lib.image_metrics(
         labels, scored.maps.reshape(len(labels), -1).max(axis=1), 0.0)["image_auroc"]
     result["image_auroc_by_aggregate"] = by_aggregate
+    # Every score's AUROC from the same mapping (the paper's A(x) always
+    # among them), aggregated as the detector aggregates patches.
+    patch_how = ("max" if eval_config.aggregate == "map_max"
+                 else eval_config.aggregate)
+    result["image_auroc_by_score"] = {
+        name: metrics_lib.image_metrics(labels, metrics_lib.aggregate_patch_scores(
+            values, scored.patches.image_index, len(labels), patch_how,
+            eval_config.topk), 0.0)["image_auroc"]
+        for name, values in score_variants(
+            scored.mapping, mapping_config.lambda_weight).items()}
     if test.masks is not None:
         # Artefact pixels (padding, border lines) are no evidence either way.
         result.update(metrics_lib.pixel_metrics(
