@@ -248,6 +248,13 @@ class TrainConfig:
         if self.kappa < 0:
             raise ConfigError(f"kappa must be >= 0 (f-AnoGAN: 1), got "
                               f"{self.kappa}.")
+        if self.mode_seeking < 0 or (self.mode_seeking > 0
+                                     and self.batch_size < 2):
+            raise ConfigError(
+                f"mode_seeking must be >= 0 and needs batch_size >= 2 (it "
+                f"compares the two halves of each batch); got mode_seeking="
+                f"{self.mode_seeking}, batch_size={self.batch_size}. Pass "
+                f"--batch_size=32 or --mode_seeking=0.")
         if not 0.0 <= self.holdout_fraction < 1.0:
             raise ConfigError(
                 f"holdout_fraction must be in [0, 1) (0.1 keeps 10% of the "

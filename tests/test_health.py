@@ -230,3 +230,12 @@ def test_coverage_maps_at_most_max_coverage_images():
     small = health.TrainingHealth(real, real[:10], MODEL.latent_dim,
                                   MODEL.prior)
     assert len(small.holdout) == 10
+
+
+def test_mode_seeking_needs_two_images_a_batch():
+    from anogan_tf.config import ConfigError
+    with pytest.raises(ConfigError, match="batch_size >= 2"):
+        TrainConfig(model_dir="m", batch_size=1, mode_seeking=1.0)
+    with pytest.raises(ConfigError, match="mode_seeking must be >= 0"):
+        TrainConfig(model_dir="m", mode_seeking=-1.0)
+    assert TrainConfig(model_dir="m", batch_size=1).mode_seeking == 0.0
