@@ -11,12 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from anogan_tf.config import (ConfigError, DataConfig, EvalConfig,
-                              MappingConfig, ModelConfig, TrainConfig)
+from anogan_tf.config import ConfigError, DataConfig, EvalConfig
 from anogan_tf.data import load_images
 from anogan_tf.scoring import calibration as cal
 from anogan_tf.scoring import run_evaluate, run_score
-from anogan_tf.training import train_gan
 
 
 # --- pure functions ------------------------------------------------------------
@@ -122,18 +120,8 @@ def test_calibration_fraction_sets_the_hold_out_and_logs_it(tmp_path, caplog):
 
 # --- end to end ----------------------------------------------------------------
 
-MODEL = ModelConfig(image_size=32, channels=1, latent_dim=16, base_filters=4)
-DATA = DataConfig(dataset="synthetic_oct", image_size=32, oct_num_train=8,
-                  oct_num_test=8, oct_height=64, oct_width=64, patch_stride=32)
-MAPPING = MappingConfig(steps=2, batch_size=16, jit_compile=False)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    md = str(tmp_path_factory.mktemp("model"))
-    train_gan(MODEL, DATA, TrainConfig(model_dir=md, batch_size=8, epochs=1,
-                                       steps_per_epoch=1), verbose=0)
-    return md
+# The tiny trained synthetic_oct model of test_calibration (one fixture).
+from test_calibration import DATA, MAPPING, model_dir  # noqa: E402,F401
 
 
 def _pngs(folder, images):
