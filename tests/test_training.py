@@ -198,3 +198,25 @@ def test_binary_reports_bad_input_without_traceback(tmp_path):
     assert "Traceback" not in p.stderr
     p = _run([f"--model_dir={tmp_path / 'M2'}", "--image_size=40"], repo)
     assert p.returncode == 1 and "multiple of 16" in p.stderr
+
+
+def test_mode_seeking_adds_its_term_to_the_generator_loss():
+    x = np.random.default_rng(0).uniform(-1, 1, (8, 32, 32, 1)).astype(
+        np.float32)
+    out = {}
+    for weight in (0.0, 1.0):
+        keras.utils.set_random_seed(3)
+        g, d = build_models(MODEL)
+        gan = GAN(g, d, 16, gan_loss="wgan_gp", n_critic=1, seed=5,
+                  mode_seeking=weight)
+        gan.compile(keras.optimizers.Adam(1e-3), keras.optimizers.Adam(1e-3),
+                    jit_compile=False)
+        before = _weights(g)
+        logs = gan.train_step(x)
+        out[weight] = {k: float(v) for k, v in logs.items()}
+        assert all(np.isfinite(v) for v in out[weight].values())
+        assert any(not np.array_equal(a, b) for a, b in zip(before, _weights(g)))
+    # Same weights, seeds and draws: the D step and the critic's verdict on
+    # the fakes are the same, and G's loss differs by the positive MSGAN term.
+    assert out[1.0]["d_loss"] == pytest.approx(out[0.0]["d_loss"], rel=1e-5)
+    assert out[1.0]["g_loss"] > out[0.0]["g_loss"] + 0.1
