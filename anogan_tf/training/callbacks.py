@@ -41,6 +41,7 @@ from absl import logging
 
 from anogan_tf.data import save_image_grid
 from anogan_tf.models.io import DISCRIMINATOR_FILE, GENERATOR_FILE
+from anogan_tf.training.gan import draw_prior_numpy
 
 __all__ = [
     "EpochCheckpoint",
@@ -273,12 +274,8 @@ class SampleGrid(keras.callbacks.Callback):
         super().__init__()
         self.sample_dir = os.path.join(model_dir, "samples")
         os.makedirs(self.sample_dir, exist_ok=True)
-        rng = np.random.default_rng(seed)
-        if prior == "uniform":
-            z = rng.uniform(-1.0, 1.0, (num, latent_dim))
-        else:
-            z = rng.standard_normal((num, latent_dim))
-        self.z = z.astype(np.float32)
+        self.z = draw_prior_numpy(np.random.default_rng(seed), num,
+                                  latent_dim, prior)
         self.every = max(1, every)
         self.writer = tf.summary.create_file_writer(
             os.path.join(model_dir, "logs", "samples"))

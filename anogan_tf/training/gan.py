@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from anogan_tf.training import losses
 
-__all__ = ["GAN", "sample_prior"]
+__all__ = ["GAN", "sample_prior", "draw_prior_numpy"]
 
 
 def sample_prior(n, latent_dim: int, prior: str, seed):
@@ -31,6 +31,16 @@ def sample_prior(n, latent_dim: int, prior: str, seed):
     if prior == "uniform":
         return keras.random.uniform((n, latent_dim), -1.0, 1.0, seed=seed)
     return keras.random.normal((n, latent_dim), seed=seed)
+
+
+def draw_prior_numpy(rng, n: int, latent_dim: int, prior: str):
+    """n fixed latent codes [n, latent_dim] (float32) drawn with a numpy
+    Generator from the training prior (for sample grids and health checks)."""
+    if prior == "uniform":
+        z = rng.uniform(-1.0, 1.0, (n, latent_dim))
+    else:
+        z = rng.standard_normal((n, latent_dim))
+    return z.astype("float32")
 
 
 class GAN(keras.Model):

@@ -34,6 +34,7 @@ from absl import logging
 
 from anogan_tf.mapping.latent import MappingParams
 from anogan_tf.mapping.mapper import LatentMapper
+from anogan_tf.training.gan import draw_prior_numpy
 
 __all__ = ["HealthConfig", "sample_diversity", "pixel_spread",
            "coverage", "TrainingHealth", "DIVERSITY_WARNING",
@@ -97,13 +98,6 @@ def sample_diversity(samples: np.ndarray, real: np.ndarray) -> float:
     return pixel_spread(samples) / ref
 
 
-def _draw_prior(rng: np.random.Generator, n: int, latent_dim: int,
-                prior: str) -> np.ndarray:
-    if prior == "uniform":
-        return rng.uniform(-1.0, 1.0, (n, latent_dim)).astype(np.float32)
-    return rng.standard_normal((n, latent_dim)).astype(np.float32)
-
-
 def coverage(mapper: LatentMapper, images: np.ndarray) -> Dict[str, float]:
     """Mean |x - G(z*)| per pixel of `images`, and its ratio to the best
     constant image's residual (the per-pixel median of `images`).
@@ -147,7 +141,7 @@ class TrainingHealth(keras.callbacks.Callback):
                 len(holdout), config.max_coverage_images, replace=False))]
         self.holdout = (None if holdout is None or len(holdout) == 0
                         else np.asarray(holdout, np.float32))
-        self.z = _draw_prior(rng, config.num_samples, latent_dim, prior)
+        self.z = draw_prior_numpy(rng, config.num_samples, latent_dim, prior)
         self.mapping_params = MappingParams(
             latent_dim=latent_dim, prior=prior, steps=config.coverage_steps,
             lr=config.coverage_lr, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
