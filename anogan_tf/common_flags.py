@@ -150,6 +150,14 @@ flags.DEFINE_float("mode_seeking", 0.0,
                    "Weight of MSGAN's mode-seeking regulariser in G's loss "
                    "(Mao et al. 2019): penalises codes that give the same "
                    "image; 0: off.")
+flags.DEFINE_float("g_ema", 0.0,
+                   "Decay of an exponential moving average of G's weights "
+                   "(e.g. 0.999): the averaged G is what samples, health, "
+                   "selection and generator.keras use; 0: off.")
+flags.DEFINE_float("r1_gamma", 0.0,
+                   "R1 penalty gamma/2 E||grad D(x)||^2 on real images in D's "
+                   "loss (Mescheder et al. 2018), for --gan_loss=dcgan|hinge "
+                   "with --d_norm=none; 0: off.")
 flags.DEFINE_float("holdout_fraction", 0.1,
                    "Share of the normal training images held out to measure "
                    "G's coverage each epoch (history.json: diversity, "
@@ -228,6 +236,16 @@ flags.DEFINE_float("target_fpr", 0.0,
                    "ceil(1/target_fpr) - 1 calibration images (the smallest "
                    "achievable rate with n of them is 1/(n+1)).")
 flags.DEFINE_boolean("save_maps", True, "Write per-image .npy maps and PNG overlays.")
+flags.DEFINE_float("map_sigma", 0.0,
+                   "Gaussian sigma, in full-image pixels, of the anomaly maps "
+                   "(map_max, pixel metrics, anomaly_maps.png, maps/*.npy); "
+                   "0: the raw stitched |x - G(z*)|. Masked pixels (artefacts, "
+                   "outside the ROI's scoring region) never leak in.")
+flags.DEFINE_enum("map_smoothing", "signed", ["signed", "absolute"],
+                  "With --map_sigma > 0: signed smooths the residual "
+                  "x - G(z*) and then takes its magnitude (speckle of random "
+                  "sign averages out, a lesion's one-signed residual stays); "
+                  "absolute smooths |x - G(z*)|.")
 
 # --- export / serving ---------------------------------------------------------
 flags.DEFINE_string("export_dir", None, "Export base: versions go to <export_dir>/<N>/.")
@@ -309,7 +327,8 @@ def train_config_from_flags() -> config_lib.TrainConfig:
         encoder_lr=FLAGS.encoder_lr, kappa=FLAGS.kappa,
         mode_seeking=FLAGS.mode_seeking,
         holdout_fraction=FLAGS.holdout_fraction,
-        select_best=FLAGS.select_best)
+        select_best=FLAGS.select_best, g_ema=FLAGS.g_ema,
+        r1_gamma=FLAGS.r1_gamma)
 
 
 def mapping_config_from_flags() -> config_lib.MappingConfig:
@@ -333,7 +352,8 @@ def eval_config_from_flags() -> config_lib.EvalConfig:
         threshold_percentile=FLAGS.threshold_percentile,
         num_test=FLAGS.num_test,
         calibration_data=tuple(FLAGS.calibration_data or ()),
-        target_fpr=FLAGS.target_fpr)
+        target_fpr=FLAGS.target_fpr, map_sigma=FLAGS.map_sigma,
+        map_smoothing=FLAGS.map_smoothing)
 
 
 def model_config_for_scoring(model_dir: str) -> config_lib.ModelConfig:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from typing import Any, Optional, Tuple
 
@@ -22,6 +23,7 @@ __all__ = [
     "save_model_config",
     "load_model_config",
     "MODEL_CONFIG_FILE",
+    "MAP_SMOOTHINGS",
 ]
 
 MODEL_CONFIG_FILE = "config.json"
@@ -29,6 +31,8 @@ MODEL_CONFIG_FILE = "config.json"
 PRIORS = ("uniform", "normal")
 GAN_LOSSES = ("dcgan", "wgan_gp", "hinge")
 D_NORMS = ("batch", "layer", "none")
+# What an anomaly map smooths (EvalConfig.map_smoothing; scoring/maps.py).
+MAP_SMOOTHINGS = ("signed", "absolute")
 
 
 class ConfigError(ValueError):
@@ -212,6 +216,12 @@ class TrainConfig:
       select_best: Make the epoch with the best held-out coverage the model
         dir's generator.keras/discriminator.keras (what scoring and export
         load); False: the last epoch.
+      g_ema: Decay of an exponential moving average of G's weights, kept
+        during training and used for samples, health, selection and the
+        saved generator.keras (0: off, the last iterate; 0.999 typical).
+      r1_gamma: gamma of the R1 penalty gamma/2 E||grad D(x)||^2 on real
+        images added to D's loss (Mescheder et al. 2018; gan_loss dcgan or
+        hinge; 0: off).
     """
 
     model_dir: str
@@ -233,6 +243,8 @@ class TrainConfig:
     mode_seeking: float = 0.0
     holdout_fraction: float = 0.1
     select_best: bool = True
+    g_ema: float = 0.0
+    r1_gamma: float = 0.0
 
     def __post_init__(self):
         if self.batch_size < 1:
@@ -255,6 +267,13 @@ class TrainConfig:
                 f"compares the two halves of each batch); got mode_seeking="
                 f"{self.mode_seeking}, batch_size={self.batch_size}. Pass "
                 f"--batch_size=32 or --mode_seeking=0.")
+        if not 0.0 <= self.g_ema < 1.0:
+            raise ConfigError(
+                f"g_ema is the decay of G's weight average and must be in "
+                f"[0, 1) (0: off; 0.999 is typical), got {self.g_ema}.")
+        if self.r1_gamma < 0:
+            raise ConfigError(f"r1_gamma must be >= 0 (0: off; 10 is "
+                              f"typical), got {self.r1_gamma}.")
         if not 0.0 <= self.holdout_fraction < 1.0:
             raise ConfigError(
                 f"holdout_fraction must be in [0, 1) (0.1 keeps 10% of the "
@@ -374,6 +393,13 @@ class EvalConfig:
       target_fpr: > 0: the threshold is the conformal threshold for this
         false-positive rate on normal data (overrides threshold_rule);
         0: off.
+      map_sigma: Gaussian sigma, in full-image pixels, of the anomaly maps
+        that map_max, the pixel metrics, anomaly_maps.png and maps/*.npy
+        read (0: the raw stitched |x - G(z*)|).
+      map_smoothing: What is smoothed when map_sigma > 0: "signed", the
+        residual x - G(z*) before its magnitude is taken (speckle of random
+        sign averages out, a lesion's one-signed residual stays), or
+        "absolute", |x - G(z*)| (see anogan_tf/scoring/maps.py).
     """
 
     output_dir: str
@@ -385,8 +411,21 @@ class EvalConfig:
     max_map_images: int = 8
     calibration_data: Tuple[str, ...] = ()
     target_fpr: float = 0.0
+    map_sigma: float = 0.0
+    map_smoothing: str = "signed"
 
     def __post_init__(self):
+        if (not isinstance(self.map_sigma, (int, float)) or
+                not math.isfinite(self.map_sigma) or self.map_sigma < 0):
+            raise ConfigError(
+                f"--map_sigma must be a finite number of pixels >= 0 (0: the "
+                f"raw residual map), got {self.map_sigma!r}. Pass e.g. "
+                f"--map_sigma=2.")
+        if self.map_smoothing not in MAP_SMOOTHINGS:
+            raise ConfigError(
+                f"--map_smoothing must be one of {'|'.join(MAP_SMOOTHINGS)}, "
+                f"got {self.map_smoothing!r}: 'signed' blurs x - G(z*) before "
+                f"taking its magnitude, 'absolute' blurs |x - G(z*)|.")
         if not 0.0 <= self.target_fpr < 1.0:
             raise ConfigError(
                 f"target_fpr must be in [0, 1) (0: off), got {self.target_fpr}.")

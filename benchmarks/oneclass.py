@@ -125,7 +125,8 @@ def run_class(dataset: str, normal_class: int, args, out_dir: str) -> Dict:
                     g_lr=args.g_lr, d_lr=args.d_lr,
                     n_critic=n_critic, seed=args.seed, jit_compile=False,
                     mode_seeking=args.mode_seeking,
-                    select_best=not args.no_select),
+                    select_best=not args.no_select, g_ema=args.g_ema,
+                    r1_gamma=args.r1_gamma),
         extra_callbacks=[TimeBudget(args.train_seconds)], verbose=0)
     train_seconds = time.perf_counter() - start
     with open(os.path.join(model_dir, "history.json")) as f:
@@ -167,8 +168,18 @@ def run_class(dataset: str, normal_class: int, args, out_dir: str) -> Dict:
                                   mode="encoder")
         row["encoder"] = roc_auc_score(
             labels, enc_mapper.map(test.images, progress=False).anomaly_score)
+        # Hybrid: the encoder's z as the start of the iterative mapping,
+        # scored by the squared residual at z*.
+        hyb_mapper = LatentMapper(g, d, params, batch_size=128,
+                                  jit_compile=False,
+                                  encoder=load_encoder(model_dir),
+                                  mode="hybrid")
+        row["hybrid_sq"] = roc_auc_score(labels, score_variants(
+            hyb_mapper.map(test.images, progress=False),
+            mapping.lambda_weight)["residual_sq"])
     row.update({
         "epochs": last["epoch"], "train_s": round(train_seconds, 1),
+        "g_steps": last["epoch"] * args.steps_per_epoch,
         "map_s": round(map_seconds, 1),
         "diversity": last.get("diversity"),
         "coverage_ratio": last.get("coverage_ratio"),
@@ -214,6 +225,10 @@ def main(argv=None) -> None:
     p.add_argument("--g_lr", type=float, default=1e-4)
     p.add_argument("--d_lr", type=float, default=1e-4)
     p.add_argument("--mode_seeking", type=float, default=0.0)
+    p.add_argument("--g_ema", type=float, default=0.0,
+                   help="decay of G's weight average (0: off)")
+    p.add_argument("--r1_gamma", type=float, default=0.0,
+                   help="R1 penalty on real images (dcgan/hinge; 0: off)")
     p.add_argument("--no_select", action="store_true",
                    help="score the last epoch instead of the selected one")
     p.add_argument("--mapping_steps", type=int, default=100)
@@ -240,9 +255,9 @@ def main(argv=None) -> None:
         rows += set_rows
         means.append(mean_row(set_rows, dataset))
     columns = (["set", "class", "pca"] + list(SCORES)
-               + (["encoder"] if args.encoder_epochs else [])
-               + ["diversity", "coverage_ratio", "epochs", "selected_epoch",
-                  "train_s", "map_s"])
+               + (["encoder", "hybrid_sq"] if args.encoder_epochs else [])
+               + ["diversity", "coverage_ratio", "epochs", "g_steps",
+                  "selected_epoch", "train_s", "map_s"])
     print(_common.format_table(rows + means, columns))
     name = "oneclass" + ("_quick" if args.quick else "") + (
         f"_{args.tag}" if args.tag else "")

@@ -113,3 +113,17 @@ def test_squared_residual_known_answer_and_score_selection():
         latent.select_score("residual_sq", r, d, a, logits, sq), [0.3125, 4.0])
     np.testing.assert_allclose(
         latent.select_score("anogan", r, d, a, logits, sq), [5.0, 6.0])
+
+
+def test_r1_penalty_matches_analytic_squared_norm():
+    # A linear critic D(x) = sum(w * x) has gradient w on every real image,
+    # so E||grad||^2 = ||w||^2 = 4 * 1.5^2 = 9 (no square root, no target 1).
+    w = tf.constant(np.full((1, 2, 2, 1), 1.5, np.float32))
+    critic = lambda x: tf.reduce_sum(w * x, axis=[1, 2, 3])  # noqa: E731
+    real = tf.random.normal([3, 2, 2, 1], seed=1)
+    assert float(gl.r1_penalty(critic, real)) == pytest.approx(9.0, rel=1e-5)
+    # A quadratic critic sum(x^2) has gradient 2x: the mean of 4 * sum(x^2).
+    quad = lambda x: tf.reduce_sum(tf.square(x), axis=[1, 2, 3])  # noqa: E731
+    expected = np.mean(4.0 * np.sum(np.square(real.numpy()), axis=(1, 2, 3)))
+    assert float(gl.r1_penalty(quad, real)) == pytest.approx(expected,
+                                                             rel=1e-5)

@@ -1,5 +1,6 @@
 """GAN training: train_step, checkpoint/resume, divergence, the binary."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -220,3 +221,101 @@ def test_mode_seeking_adds_its_term_to_the_generator_loss():
     # the fakes are the same, and G's loss differs by the positive MSGAN term.
     assert out[1.0]["d_loss"] == pytest.approx(out[0.0]["d_loss"], rel=1e-5)
     assert out[1.0]["g_loss"] > out[0.0]["g_loss"] + 0.1
+
+
+def test_r1_penalty_adds_to_the_discriminator_loss_only():
+    x = np.random.default_rng(0).uniform(-1, 1, (8, 32, 32, 1)).astype(
+        np.float32)
+    model = ModelConfig(image_size=32, channels=1, latent_dim=16,
+                        base_filters=4, d_norm="none")
+    from anogan_tf.training import losses as gl
+    keras.utils.set_random_seed(3)
+    _, d0 = build_models(model)
+    r1 = float(gl.r1_penalty(lambda v: d0(v, training=True), x))
+    assert r1 > 0
+    gamma = 2.0 / r1  # so that gamma / 2 * R1 = 1 exactly
+    out = {}
+    for weight in (0.0, gamma):
+        keras.utils.set_random_seed(3)
+        g, d = build_models(model)
+        gan = GAN(g, d, 16, gan_loss="dcgan", seed=5, r1_gamma=weight)
+        gan.compile(keras.optimizers.SGD(0.0), keras.optimizers.SGD(0.0),
+                    jit_compile=False)
+        out[weight] = {k: float(v) for k, v in gan.train_step(x).items()}
+    # lr 0 keeps the weights, so D's loss differs by gamma/2 * R1 = 1 and
+    # G's loss not at all.
+    assert out[gamma]["d_loss"] - out[0.0]["d_loss"] == pytest.approx(
+        1.0, rel=1e-3)
+    assert out[gamma]["g_loss"] == pytest.approx(out[0.0]["g_loss"],
+                                                 rel=1e-6)
+    with pytest.raises(ValueError, match="wgan_gp"):
+        GAN(g, d, 16, gan_loss="wgan_gp", r1_gamma=1.0)
+
+
+def test_ema_generator_averages_g_and_is_what_the_model_dir_saves(tmp_path):
+    from anogan_tf.models import build_generator
+    from anogan_tf.training.gan import ema_decay_at
+    # The warm-up: (1 + t) / (10 + t) until it reaches the decay.
+    assert float(ema_decay_at(0.999, 1)) == pytest.approx(2.0 / 11.0)
+    assert float(ema_decay_at(0.5, 1000)) == pytest.approx(0.5)
+    x = np.random.default_rng(0).uniform(-1, 1, (8, 32, 32, 1)).astype(
+        np.float32)
+    keras.utils.set_random_seed(3)
+    g, d = build_models(MODEL)
+    ema = build_generator(MODEL, name="generator_ema")
+    gan = GAN(g, d, 16, seed=5, generator_ema=ema, ema_decay=0.9)
+    gan.compile(keras.optimizers.Adam(1e-2), keras.optimizers.Adam(1e-2),
+                jit_compile=False)
+    start = [np.array(w) for w in g.trainable_weights]
+    for a, b in zip(ema.weights, g.weights):  # the average starts at G
+        np.testing.assert_array_equal(np.array(a), np.array(b))
+    gan.train_step(x)
+    decay = 2.0 / 11.0  # step 1 of the warm-up
+    for e, w0, w1 in zip(ema.trainable_weights, start, g.trainable_weights):
+        np.testing.assert_allclose(
+            np.array(e), decay * w0 + (1 - decay) * np.array(w1),
+            rtol=1e-5, atol=1e-7)
+    assert gan.inference_generator is ema
+    # Refreshing the statistics moves only BatchNorm's moving statistics.
+    trainable = [np.array(w) for w in ema.trainable_weights]
+    moving = [np.array(w) for w in ema.non_trainable_weights]
+    gan.refresh_ema_statistics(num_batches=3, batch_size=8)
+    for a, b in zip(trainable, ema.trainable_weights):
+        np.testing.assert_array_equal(a, np.array(b))
+    assert any(not np.allclose(a, np.array(b))
+               for a, b in zip(moving, ema.non_trainable_weights))
+    # The model dir's generator.keras is the EMA copy, not the last iterate.
+    from anogan_tf.training import callbacks as cb
+    ckpt = cb.EpochCheckpoint(str(tmp_path))
+    ckpt.set_model(gan)
+    ckpt.on_epoch_end(0, {})
+    saved = keras.saving.load_model(str(tmp_path / "generator.keras"),
+                                    compile=False)
+    for a, b in zip(saved.weights, ema.weights):
+        np.testing.assert_array_equal(np.array(a), np.array(b))
+    assert any(not np.allclose(np.array(a), np.array(b))
+               for a, b in zip(saved.trainable_weights, g.trainable_weights))
+
+
+def test_training_with_ema_and_r1_resumes_and_refuses_bad_settings(tmp_path):
+    md = str(tmp_path / "m")
+    model = ModelConfig(image_size=32, channels=1, latent_dim=16,
+                        base_filters=4, d_norm="none")
+    tc = TrainConfig(model_dir=md, batch_size=8, epochs=2, steps_per_epoch=2,
+                     g_ema=0.99, r1_gamma=1.0)
+    result = train_gan(model, DATA, tc, verbose=0)
+    assert result.epochs_done == 2
+    again = train_gan(model, DATA, dataclasses.replace(tc, epochs=3),
+                      verbose=0)
+    assert again.initial_epoch == 2 and again.epochs_done == 3
+    with pytest.raises(ConfigError, match="g_ema"):
+        TrainConfig(model_dir=md, g_ema=1.0)
+    with pytest.raises(ConfigError, match="r1_gamma"):
+        TrainConfig(model_dir=md, r1_gamma=-1.0)
+    wgan = ModelConfig(image_size=32, channels=1, latent_dim=16,
+                       base_filters=4, gan_loss="wgan_gp", d_norm="none")
+    with pytest.raises(ConfigError, match="--r1_gamma"):
+        train_gan(wgan, DATA, TrainConfig(model_dir=str(tmp_path / "w"),
+                                          batch_size=8, epochs=1,
+                                          steps_per_epoch=1, r1_gamma=1.0),
+                  verbose=0)

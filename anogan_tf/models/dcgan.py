@@ -34,7 +34,8 @@ from keras import layers
 from anogan_tf.config import D_NORMS, ModelConfig
 from anogan_tf.models import phase_conv
 
-__all__ = ["Generator", "Discriminator", "build_models", "BN_MOMENTUM"]
+__all__ = ["Generator", "Discriminator", "build_models", "build_generator",
+           "BN_MOMENTUM"]
 
 BN_MOMENTUM = 0.9
 _KERNEL = 5
@@ -227,14 +228,21 @@ class Discriminator(keras.Model):
                 "name": self.name}
 
 
+def build_generator(config: ModelConfig, name: str = "generator"
+                    ) -> Generator:
+    """Builds (and creates the weights of) G for `config`."""
+    g = Generator(config.image_size, config.channels, config.latent_dim,
+                  config.base_filters, name=name)
+    g.build((None, config.latent_dim))
+    return g
+
+
 def build_models(config: ModelConfig) -> Tuple[Generator, Discriminator]:
     """Builds (and creates the weights of) G and D for `config`."""
-    g = Generator(config.image_size, config.channels, config.latent_dim,
-                  config.base_filters, name="generator")
+    g = build_generator(config)
     d = Discriminator(config.image_size, config.channels, config.base_filters,
                       config.feature_layer, config.spectral_norm,
                       config.d_norm,
                       name="discriminator")
-    g.build((None, config.latent_dim))
     d.build((None,) + config.image_shape)
     return g, d

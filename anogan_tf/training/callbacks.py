@@ -7,7 +7,9 @@ Everything is written below the model dir (never the working directory):
   checkpoints/state.json                last finished epoch, checkpoint file,
                                         SeedGenerator state, the selection
   generator.keras, discriminator.keras  the selected epoch's models (see
-                                        below); scoring and export use them
+                                        below; G's EMA copy when training
+                                        keeps one); scoring and export use
+                                        them
   selection.json                        which epoch they are, and why
   history.json                          every finished epoch's metrics,
                                         kept across resumes
@@ -41,7 +43,7 @@ from absl import logging
 
 from anogan_tf.data import save_image_grid
 from anogan_tf.models.io import DISCRIMINATOR_FILE, GENERATOR_FILE
-from anogan_tf.training.gan import draw_prior_numpy
+from anogan_tf.training.gan import draw_prior_numpy, inference_generator
 
 __all__ = [
     "EpochCheckpoint",
@@ -51,6 +53,7 @@ __all__ = [
     "HISTORY_FILE",
     "SampleGrid",
     "DivergenceGuard",
+    "EmaStatistics",
     "TrainingDivergedError",
     "restore_latest",
     "CHECKPOINT_DIR",
@@ -138,6 +141,19 @@ def _atomic_save_keras(model: keras.Model, path: str) -> None:
     os.replace(tmp, path)
 
 
+class EmaStatistics(keras.callbacks.Callback):
+    """At each epoch end, recomputes the EMA generator's BatchNorm statistics
+    (`GAN.refresh_ema_statistics`) before the health check, the checkpoint
+    and the samples read it. Place it first among the epoch-end callbacks."""
+
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        self.seed = seed
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.refresh_ema_statistics(seed=self.seed + epoch)
+
+
 class EpochCheckpoint(keras.callbacks.Callback):
     """Saves the full training state after every epoch; keeps the last `keep`.
 
@@ -166,7 +182,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.ckpt_dir = os.path.join(model_dir, checkpoint_dir)
         self.keep = keep
         self.model_files = model_files or (lambda gan: {
-            GENERATOR_FILE: gan.generator,
+            GENERATOR_FILE: inference_generator(gan),
             DISCRIMINATOR_FILE: gan.discriminator})
         self.select_on = select_on
         self.best = _read_selection(os.path.join(self.ckpt_dir, STATE_FILE))
@@ -284,7 +300,8 @@ class SampleGrid(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every:
             return
-        images = np.asarray(self.model.generator(self.z, training=False))
+        images = np.asarray(inference_generator(self.model)(
+            self.z, training=False))
         path = os.path.join(self.sample_dir, f"epoch_{epoch + 1:04d}.png")
         save_image_grid(path, images, ncols=int(math.ceil(math.sqrt(len(images)))))
         self.last_path = path

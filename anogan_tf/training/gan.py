@@ -12,11 +12,13 @@ convolutions into slow generic loops (`benchmarks/training.py`).
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from anogan_tf.training import losses
 
-__all__ = ["GAN", "sample_prior", "draw_prior_numpy"]
+__all__ = ["GAN", "sample_prior", "draw_prior_numpy", "ema_decay_at",
+           "inference_generator"]
 
 
 def sample_prior(n, latent_dim: int, prior: str, seed):
@@ -43,11 +45,36 @@ def draw_prior_numpy(rng, n: int, latent_dim: int, prior: str):
     return z.astype("float32")
 
 
+def ema_decay_at(decay: float, step):
+    """The EMA decay used after G step `step` (1, 2, ...): min(decay,
+    (1 + step) / (10 + step)), the warm-up of tf.train.ExponentialMovingAverage
+    with num_updates, so early steps are not averaged with the random init."""
+    step = tf.cast(step, tf.float32)
+    return tf.minimum(tf.cast(decay, tf.float32), (1.0 + step) / (10.0 + step))
+
+
+def inference_generator(model):
+    """The G a trained model samples, checks and saves: a GAN's EMA copy
+    when it keeps one, else its `generator`."""
+    return getattr(model, "inference_generator", model.generator)
+
+
 class GAN(keras.Model):
     """Trains a generator and discriminator with the chosen GAN objective.
 
     `mode_seeking` > 0 adds MSGAN's mode-seeking regulariser to G's loss
     with that weight (`losses.mode_seeking_loss`), against mode collapse.
+    `r1_gamma` > 0 adds gamma / 2 times the R1 penalty on real images to D's
+    loss (dcgan or hinge; `losses.r1_penalty`).
+
+    `generator_ema` (optional, built like `generator`) is an exponential
+    moving average of G's weights with decay `ema_decay` (Karras et al.
+    2018; Yazici et al. 2019), updated after every G step. It is what the
+    sample grids, the health metrics, model selection and the saved
+    generator.keras use (`inference_generator`): the averaged G is smoother
+    and reproduces held-out images better than the last iterate. Its
+    BatchNorm statistics are recomputed for its own weights by
+    `refresh_ema_statistics` (a callback calls it at each epoch end).
 
     Metrics (reset each epoch by fit): d_loss, g_loss, d_real = mean D(x) and
     d_fake = mean D(G(z)), as sigmoid probabilities (for wgan_gp/hinge the
@@ -57,8 +84,12 @@ class GAN(keras.Model):
     def __init__(self, generator, discriminator, latent_dim: int,
                  prior: str = "uniform", gan_loss: str = "dcgan",
                  n_critic: int = 1, gp_weight: float = 10.0, seed: int = 0,
-                 mode_seeking: float = 0.0, **kwargs):
+                 mode_seeking: float = 0.0, r1_gamma: float = 0.0,
+                 generator_ema=None, ema_decay: float = 0.999, **kwargs):
         super().__init__(**kwargs)
+        if r1_gamma and gan_loss == "wgan_gp":
+            raise ValueError("r1_gamma goes with gan_loss dcgan or hinge; "
+                             "wgan_gp has its own gradient penalty.")
         self.generator = generator
         self.discriminator = discriminator
         self.latent_dim = latent_dim
@@ -67,6 +98,13 @@ class GAN(keras.Model):
         self.n_critic = n_critic
         self.gp_weight = gp_weight
         self.mode_seeking = float(mode_seeking)
+        self.r1_gamma = float(r1_gamma)
+        self.generator_ema = generator_ema
+        self.ema_decay = float(ema_decay)
+        if generator_ema is not None:
+            # Start the average at G's initial weights.
+            for e, w in zip(generator_ema.weights, generator.weights):
+                e.assign(w)
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
         self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
@@ -85,6 +123,8 @@ class GAN(keras.Model):
             conv_impl = "phase" if kwargs.get("jit_compile") is True else "native"
         self.generator.set_conv_impl(conv_impl)
         self.discriminator.set_conv_impl(conv_impl)
+        if self.generator_ema is not None:
+            self.generator_ema.set_conv_impl(conv_impl)
         self.d_optimizer = d_optimizer
         self.g_optimizer = g_optimizer
 
@@ -101,11 +141,43 @@ class GAN(keras.Model):
     def call(self, z, training=False):
         return self.generator(z, training=training)
 
+    @property
+    def inference_generator(self):
+        """The G to sample, check and save: the EMA copy when there is one."""
+        return (self.generator if self.generator_ema is None
+                else self.generator_ema)
+
+    def _update_ema(self):
+        """generator_ema <- d * generator_ema + (1 - d) * generator (trainable
+        weights; BatchNorm statistics are refreshed separately)."""
+        d = ema_decay_at(self.ema_decay, self.g_optimizer.iterations)
+        for e, w in zip(self.generator_ema.trainable_weights,
+                        self.generator.trainable_weights):
+            e.assign(d * e + (1.0 - d) * w)
+
+    def refresh_ema_statistics(self, num_batches: int = 40,
+                               batch_size: int = 64, seed: int = 0) -> None:
+        """Recomputes the EMA generator's BatchNorm moving statistics for its
+        own weights: `num_batches` forward passes in training mode on seeded
+        prior draws (momentum 0.9 forgets the old statistics to 0.9^40 =
+        1.5%). No-op without an EMA generator. Trainable weights do not
+        change."""
+        if self.generator_ema is None:
+            return
+        rng = np.random.default_rng([seed, 11])
+        for _ in range(num_batches):
+            z = draw_prior_numpy(rng, batch_size, self.latent_dim, self.prior)
+            self.generator_ema(z, training=True)
+
     def _d_loss(self, real, fake, real_logits, fake_logits):
-        if self.gan_loss == "dcgan":
-            return losses.dcgan_discriminator_loss(real_logits, fake_logits)
-        if self.gan_loss == "hinge":
-            return losses.hinge_discriminator_loss(real_logits, fake_logits)
+        if self.gan_loss in ("dcgan", "hinge"):
+            loss = (losses.dcgan_discriminator_loss(real_logits, fake_logits)
+                    if self.gan_loss == "dcgan" else
+                    losses.hinge_discriminator_loss(real_logits, fake_logits))
+            if self.r1_gamma:
+                loss += 0.5 * self.r1_gamma * losses.r1_penalty(
+                    lambda x: self.discriminator(x, training=True), real)
+            return loss
         # wgan_gp: alpha ~ U(0, 1) per sample (not normal: a known slip).
         alpha = keras.random.uniform((tf.shape(real)[0],), 0.0, 1.0,
                                      seed=self.seed_generator)
@@ -149,6 +221,8 @@ class GAN(keras.Model):
                     fake[:half], fake[half:2 * half], z[:half], z[half:2 * half])
         grads = tape.gradient(g_loss, self.generator.trainable_variables)
         self.g_optimizer.apply(grads, self.generator.trainable_variables)
+        if self.generator_ema is not None:
+            self._update_ema()
 
         self.d_loss_tracker.update_state(d_loss)
         self.g_loss_tracker.update_state(g_loss)

@@ -34,7 +34,7 @@ from absl import logging
 
 from anogan_tf.mapping.latent import MappingParams
 from anogan_tf.mapping.mapper import LatentMapper
-from anogan_tf.training.gan import draw_prior_numpy
+from anogan_tf.training.gan import draw_prior_numpy, inference_generator
 
 __all__ = ["HealthConfig", "sample_diversity", "pixel_spread",
            "coverage", "TrainingHealth", "DIVERSITY_WARNING",
@@ -156,14 +156,16 @@ class TrainingHealth(keras.callbacks.Callback):
             gan = self.model
             batch = min(len(self.holdout), 128)
             self._mapper = LatentMapper(
-                gan.generator, gan.discriminator, self.mapping_params,
+                inference_generator(gan), gan.discriminator,
+                self.mapping_params,
                 batch_size=batch, restarts=self.config.coverage_restarts,
                 jit_compile=False)
         return self._mapper
 
     def measure(self) -> Dict[str, float]:
         """The health metrics of the model's current G."""
-        samples = np.asarray(self.model.generator(self.z, training=False))
+        samples = np.asarray(inference_generator(self.model)(
+            self.z, training=False))
         out = {"diversity": sample_diversity(samples, self.real)}
         if self.holdout is not None:
             out.update(coverage(self._get_mapper(), self.holdout))

@@ -11,6 +11,10 @@ batch.
   weight * E[(||grad D(x_hat)||_2 - 1)^2] at x_hat = a x + (1 - a) G(z),
   a ~ U(0, 1) per sample.
 * hinge: Miyato et al. (2018) / Lim & Ye (2017).
+* R1: Mescheder et al. (2018, "Which training methods for GANs do actually
+  converge?", eq. 9), gamma / 2 * E[||grad_x D(x)||^2] on real images only;
+  added to D's loss (usually the non-saturating dcgan loss, with a D
+  without BatchNorm).
 * mode seeking: Mao et al. (2019, MSGAN, eq. 3), a generator regulariser
   against mode collapse: 1 / (mean|G(z1) - G(z2)| / mean|z1 - z2| + eps),
   large when different codes give the same image.
@@ -30,6 +34,7 @@ __all__ = [
     "hinge_discriminator_loss",
     "hinge_generator_loss",
     "gradient_penalty",
+    "r1_penalty",
     "mode_seeking_loss",
     "GP_EPSILON",
     "MS_EPSILON",
@@ -98,6 +103,29 @@ def gradient_penalty(critic: Callable, real, fake, alpha):
     grads = tape.gradient(out, x_hat)
     norms = tf.sqrt(tf.reduce_sum(tf.square(grads), axis=[1, 2, 3]) + GP_EPSILON)
     return tf.reduce_mean(tf.square(norms - 1.0))
+
+
+def r1_penalty(critic: Callable, real):
+    """R1 gradient penalty E[||grad_x critic(x)||_2^2] on real images.
+
+    Mescheder et al. (2018), eq. 9: the regulariser is gamma / 2 times this
+    value (the caller multiplies). It penalises D's slope on the data only,
+    which keeps the non-saturating GAN near its equilibrium without the
+    interpolates and the unit-norm target of WGAN-GP.
+
+    Args:
+      critic: Maps images [N, H, W, C] to logits [N] or [N, 1].
+      real: Real images [N, H, W, C].
+
+    Returns:
+      The scalar mean over the batch of the squared gradient norms.
+    """
+    real = tf.convert_to_tensor(real)
+    with tf.GradientTape() as tape:
+        tape.watch(real)
+        out = tf.reduce_sum(critic(real))
+    grads = tape.gradient(out, real)
+    return tf.reduce_mean(tf.reduce_sum(tf.square(grads), axis=[1, 2, 3]))
 
 
 def mode_seeking_loss(fake_a, fake_b, z_a, z_b):

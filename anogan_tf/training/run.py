@@ -13,7 +13,7 @@ from absl import logging
 from anogan_tf import config as config_lib
 from anogan_tf.config import DataConfig, ModelConfig, TrainConfig
 from anogan_tf.data import extract_patches, load_images, make_train_dataset
-from anogan_tf.models import build_models
+from anogan_tf.models import build_generator, build_models
 from anogan_tf.training import callbacks as cb
 from anogan_tf.training import health
 from anogan_tf.training.gan import GAN
@@ -113,12 +113,21 @@ def training_patches(data_config: DataConfig, holdout_fraction: float = 0.0
 
 
 def _build_gan(model_config: ModelConfig, train_config: TrainConfig) -> GAN:
+    if train_config.r1_gamma and model_config.gan_loss == "wgan_gp":
+        raise config_lib.ConfigError(
+            "--r1_gamma goes with --gan_loss=dcgan or hinge; wgan_gp has its "
+            "own gradient penalty (--gp_weight). Pass --r1_gamma=0 or another "
+            "--gan_loss.")
     keras.utils.set_random_seed(train_config.seed)
     generator, discriminator = build_models(model_config)
+    generator_ema = (build_generator(model_config, name="generator_ema")
+                     if train_config.g_ema else None)
     gan = GAN(generator, discriminator, model_config.latent_dim,
               prior=model_config.prior, gan_loss=model_config.gan_loss,
               n_critic=train_config.n_critic, gp_weight=train_config.gp_weight,
-              seed=train_config.seed, mode_seeking=train_config.mode_seeking)
+              seed=train_config.seed, mode_seeking=train_config.mode_seeking,
+              r1_gamma=train_config.r1_gamma, generator_ema=generator_ema,
+              ema_decay=train_config.g_ema or 0.999)
     if model_config.gan_loss == "wgan_gp":
         # Gulrajani et al.: Adam(1e-4, 0, 0.9) unless overridden.
         beta_1, beta_2 = 0.0, 0.9
@@ -199,6 +208,7 @@ def train_gan(model_config: ModelConfig, data_config: DataConfig,
         health.HealthConfig(seed=train_config.seed))
     callbacks = [
         cb.DivergenceGuard(train_config.divergence_threshold),
+    ] + ([cb.EmaStatistics(train_config.seed)] if train_config.g_ema else []) + [
         health_cb,
         cb.EpochCheckpoint(model_dir, select_on=(
             "coverage_ratio" if train_config.select_best and len(holdout)
