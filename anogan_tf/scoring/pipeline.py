@@ -26,11 +26,13 @@ from anogan_tf.mapping import LatentMapper, MappingParams, MappingResult
 from anogan_tf.mapping.mapper import balanced_batch_size
 from anogan_tf.models import load_encoder, load_model_dir
 from anogan_tf.scoring import calibration as calibration_lib
+from anogan_tf.scoring import maps as maps_lib
 from anogan_tf.scoring import metrics as metrics_lib
 from anogan_tf.scoring import reports
 
 __all__ = ["ScoredImages", "score_image_set", "load_inputs", "run_score",
-           "run_evaluate", "patch_rows", "image_rows", "score_variants"]
+           "run_evaluate", "patch_rows", "image_rows", "score_variants",
+           "map_variant_metrics"]
 
 _IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -46,13 +48,19 @@ class ScoredImages:
       image_scores: [N] aggregated anomaly scores.
       image_residual: [N] aggregated residual scores.
       image_discrimination: [N] aggregated discrimination scores.
-      maps: [N, H, W] full-resolution residual maps (overlap-averaged),
-        0 outside `region`.
+      maps: [N, H, W] full-resolution anomaly maps (the overlap-averaged
+        residual, smoothed as `map_sigma` and `map_smoothing` say), 0
+        outside `region`; map_max, pixel metrics, anomaly_maps.png and
+        maps/*.npy all read these.
       seconds: Wall time of the mapping.
       region: Optional bool [N, H, W], where the maps count (map_max reads
         only these pixels): with an ROI, the ROI widened by a few rows minus
         the acquisition artefacts (`data.roi.scoring_region`); None: every
         pixel.
+      residuals: The stitched absolute and signed residuals the maps were
+        made from (for comparing map variants from the same mapping).
+      map_sigma, map_smoothing: How `maps` were smoothed
+        (`scoring.maps.anomaly_maps`; sigma 0: the raw residual).
     """
 
     images: ImageSet
@@ -64,6 +72,9 @@ class ScoredImages:
     maps: np.ndarray
     seconds: float
     region: Optional[np.ndarray] = None
+    residuals: Optional[maps_lib.ResidualMaps] = None
+    map_sigma: float = 0.0
+    map_smoothing: str = "signed"
 
 
 def _check_compatible(images: ImageSet, model_config: ModelConfig,
@@ -117,7 +128,9 @@ def score_image_set(images: ImageSet, generator, discriminator,
                     model_config: ModelConfig, data_config: DataConfig,
                     mapping_config: MappingConfig, aggregate: str = "max",
                     topk: int = 3, progress: bool = True,
-                    label: str = "mapping", encoder=None) -> ScoredImages:
+                    label: str = "mapping", encoder=None,
+                    map_sigma: float = 0.0,
+                    map_smoothing: str = "signed") -> ScoredImages:
     """Patches, maps and scores every image of `images`.
 
     Args:
@@ -131,6 +144,10 @@ def score_image_set(images: ImageSet, generator, discriminator,
       progress: Show the mapping progress bar.
       label: Progress bar label.
       encoder: The f-AnoGAN encoder (modes "encoder" and "hybrid").
+      map_sigma: Gaussian sigma of the anomaly maps in full-image pixels
+        (0: the raw stitched |x - G(z*)|).
+      map_smoothing: "signed" smooths x - G(z*) before taking its
+        magnitude, "absolute" smooths |x - G(z*)| (`scoring.maps`).
 
     Returns:
       ScoredImages. In mode "encoder" the residual and discrimination
@@ -138,10 +155,15 @@ def score_image_set(images: ImageSet, generator, discriminator,
       score their sum image MSE + kappa * feature MSE (f-AnoGAN).
 
     Raises:
-      ConfigError: the mode needs an encoder and none was given.
+      ConfigError: the mode needs an encoder and none was given, or the map
+        settings are invalid.
     """
     _check_compatible(images, model_config, data_config)
     _check_mode(mapping_config, encoder)
+    try:
+        maps_lib.check_map_smoothing(map_sigma, map_smoothing)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
     patches = extract_patches(images, data_config.effective_patch_size,
                               data_config.effective_patch_stride,
                               model_config.image_size, roi=data_config.roi,
@@ -161,14 +183,13 @@ def score_image_set(images: ImageSet, generator, discriminator,
         label=f"{label} ({n} image{'s' if n != 1 else ''})" if patches.patched
         else label, unit="patches" if patches.patched else "images")
     seconds = time.perf_counter() - start
-    maps = stitch_maps(result.residual_map, patches, n)
     region = None
     if patches.valid_masks is not None:
         region = (patches.valid_masks if patches.roi_masks is None else
                   scoring_region(patches.roi_masks, patches.valid_masks))
-        # Artefact pixels and pixels far from the ROI carry no score; maps
-        # are non-negative residuals, so 0 is "nothing there" for map_max.
-        maps = np.where(region, maps, 0.0).astype(np.float32)
+    residuals = maps_lib.residual_maps(patches, result.residual_map,
+                                       result.reconstruction, n, region)
+    maps = maps_lib.anomaly_maps(residuals, map_sigma, map_smoothing)
     # "map_max" ranks images by their strongest pixel of the stitched
     # residual map; the residual and discrimination columns then use "max".
     patch_how = "max" if aggregate == "map_max" else aggregate
@@ -179,7 +200,7 @@ def score_image_set(images: ImageSet, generator, discriminator,
     return ScoredImages(images, patches, result, image_scores,
                         agg(result.residual_score),
                         agg(result.discrimination_score), maps, seconds,
-                        region)
+                        region, residuals, float(map_sigma), map_smoothing)
 
 
 def score_variants(mapping, lambda_weight: float) -> Dict[str, np.ndarray]:
@@ -475,7 +496,8 @@ def run_score(model_dir: str, data_config: DataConfig,
     score = lambda s, label: score_image_set(  # noqa: E731
         s, generator, discriminator, model_config, data_config,
         mapping_config, eval_config.aggregate, eval_config.topk,
-        label=label, encoder=encoder)
+        label=label, encoder=encoder, map_sigma=eval_config.map_sigma,
+        map_smoothing=eval_config.map_smoothing)
     scored = score(images, "mapping")
     summary = {"n_calibration": 0}
     p_values = threshold = None
@@ -574,7 +596,9 @@ def run_evaluate(model_dir: str, data_config: DataConfig,
     score = lambda s, label: score_image_set(  # noqa: E731
         s, generator, discriminator, model_config, data_config,
         mapping_config, eval_config.aggregate, eval_config.topk,
-        progress=progress, label=label, encoder=encoder)
+        progress=progress, label=label, encoder=encoder,
+        map_sigma=eval_config.map_sigma,
+        map_smoothing=eval_config.map_smoothing)
     scored = score(test, "test")
 
     normal_scores = p_values = None
@@ -623,6 +647,8 @@ def run_evaluate(model_dir: str, data_config: DataConfig,
         # Artefact pixels (padding, border lines) are no evidence either way.
         result.update(metrics_lib.pixel_metrics(
             test.masks, scored.maps, valid=scored.patches.valid_masks))
+    # Every map variant's metrics from the same mapping, for choosing one.
+    result["metrics_by_map"] = map_variant_metrics(scored, labels, test.masks)
     result.update({
         "threshold": threshold,
         "threshold_rule": (
@@ -650,6 +676,10 @@ def run_evaluate(model_dir: str, data_config: DataConfig,
         "n_anomalous": int(np.sum(labels == 1)),
         "n_patches": int(len(scored.patches.image_index)),
         "aggregate": eval_config.aggregate,
+        "map": maps_lib.map_name(eval_config.map_sigma,
+                                 eval_config.map_smoothing),
+        "map_sigma": eval_config.map_sigma,
+        "map_smoothing": eval_config.map_smoothing,
         "score": mapping_config.score,
         "mapping_steps": mapping_config.steps,
         "mapping_lr": mapping_config.lr,
@@ -685,5 +715,56 @@ def run_evaluate(model_dir: str, data_config: DataConfig,
     reports.save_anomaly_map_grid(
         os.path.join(out, "anomaly_maps.png"), test.images[pick],
         scored.maps[pick], None if test.masks is None else test.masks[pick],
-        [test.ids[i] for i in pick], scored.image_scores[pick], labels[pick])
+        [test.ids[i] for i in pick], scored.image_scores[pick], labels[pick],
+        map_title=_map_title(scored))
     return result
+
+
+def _map_title(scored: ScoredImages) -> str:
+    if scored.map_sigma == 0:
+        return "residual map |x - G(z*)|"
+    if scored.map_smoothing == "signed":
+        return f"|blur(x - G(z*))|, sigma {scored.map_sigma:g} px"
+    return f"blur(|x - G(z*)|), sigma {scored.map_sigma:g} px"
+
+
+def map_variant_metrics(scored: ScoredImages, labels: np.ndarray,
+                        masks: Optional[np.ndarray] = None,
+                        sigmas: Sequence[float] = maps_lib.VARIANT_SIGMAS
+                        ) -> Dict[str, Dict[str, float]]:
+    """Metrics of every map variant made from one mapping's residuals.
+
+    The variants are the raw map and both smoothings at each of `sigmas`
+    (`scoring.maps.map_variants`), plus the scored map's own setting.
+
+    Args:
+      scored: ScoredImages with `residuals`.
+      labels: [N] image labels (1: anomalous).
+      masks: Optional [N, H, W] ground truth; adds the pixel metrics.
+      sigmas: Sigmas (full-image pixels) to compare.
+
+    Returns:
+      {variant name: {"image_auroc_map_max", and with masks "pixel_auroc",
+      "pixel_auprc" (non-artefact pixels, as metrics.json's pixel_auroc),
+      and with an ROI "pixel_auroc_in_roi" (ROI pixels only)}}.
+    """
+    variants = maps_lib.map_variants(sigmas)
+    own = maps_lib.map_name(scored.map_sigma, scored.map_smoothing)
+    if own not in {name for name, _, _ in variants}:
+        variants.append((own, scored.map_sigma, scored.map_smoothing))
+    n = len(labels)
+    out = {}
+    for name, sigma, smoothing in variants:
+        maps = maps_lib.anomaly_maps(scored.residuals, sigma, smoothing)
+        row = {"image_auroc_map_max": metrics_lib.image_metrics(
+            labels, maps.reshape(n, -1).max(axis=1), 0.0)["image_auroc"]}
+        if masks is not None:
+            row.update(metrics_lib.pixel_metrics(
+                masks, maps, valid=scored.patches.valid_masks))
+            if scored.patches.roi_masks is not None:
+                inside = metrics_lib.pixel_metrics(
+                    masks, maps, valid=scored.patches.roi_masks)
+                if inside:
+                    row["pixel_auroc_in_roi"] = inside["pixel_auroc"]
+        out[name] = row
+    return out

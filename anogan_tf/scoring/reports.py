@@ -130,9 +130,11 @@ def save_overlay(path: str, image, reconstruction, residual,
 
 def save_anomaly_map_grid(path: str, images, maps, masks=None,
                           ids: Optional[List[str]] = None,
-                          scores=None, labels=None) -> str:
+                          scores=None, labels=None,
+                          map_title: str = "residual map") -> str:
     """Grid: per image the input and its anomaly map, with the ground-truth
-    contour drawn in cyan over both when masks exist."""
+    contour drawn in cyan over both when masks exist; `map_title` names the
+    map (e.g. its smoothing)."""
     n = len(images)
     fig, axes = plt.subplots(n, 2, figsize=(6, 2.8 * n), squeeze=False)
     vmax = float(np.percentile(np.asarray(maps), 99.5)) or 1.0
@@ -152,7 +154,7 @@ def save_anomaly_map_grid(path: str, images, maps, masks=None,
         if labels is not None:
             extra += "  (anomalous)" if int(labels[i]) else "  (normal)"
         axes[i, 0].set_title(f"{name}{extra}", fontsize=8, loc="left")
-        axes[i, 1].set_title("residual map", fontsize=8)
+        axes[i, 1].set_title(map_title, fontsize=8)
         for a in axes[i]:
             a.axis("off")
     return _save(fig, path)
