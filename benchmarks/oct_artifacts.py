@@ -35,6 +35,18 @@ anogan-evaluate's library entry point (`run_evaluate`), and reports:
   training patches, scored on exactly the test patches the GAN scored,
   image score the max over a scan's patches.
 
+Map variants (issue 10: raw against smoothed residuals), all from the same
+mapping of the same test scans: the raw stitched |x - G(z*)|, and per sigma
+(`--variant_sigmas`, full-image pixels) blur(|r|) ("absolute_s*") and
+|blur(r)| of the signed residual r = x - G(z*) ("signed_s*"), both masked
+Gaussians over the scoring region (`anogan_tf/scoring/maps.py`); also the
+normalised-convolution form of the signed blur ("signed_norm_s*"), and the
+same maps made from PCA(32)'s reconstructions of the same patches
+("pca_*"). For each: pixel AUROC/AUPRC (non-artefact pixels), pixel AUROC
+inside the detected ROI, the top-1% statistics above, and the map_max image
+AUROC. The evaluation itself (metrics.json, anomaly_maps.png) uses
+`--map_sigma`/`--map_smoothing`.
+
 The maps are those of `score_image_set` on the test scans with the same
 configs as the evaluation (the mapping is seeded; the script checks that
 its image scores equal the evaluation's). Prints a table and writes
@@ -43,6 +55,7 @@ its image scores equal the evaluation's). Prints a table and writes
   python benchmarks/oct_artifacts.py --quick                (a few minutes)
   python benchmarks/oct_artifacts.py                        (demo settings)
   python benchmarks/oct_artifacts.py --work_dir=/tmp/oct15  (keep the models)
+  ... --work_dir=/tmp/oct15 --reuse_models     (score the kept models again)
 """
 
 from __future__ import annotations
@@ -69,6 +82,7 @@ from anogan_tf.data import extract_patches, load_images, stitch_maps  # noqa: E4
 from anogan_tf.data.loaders import oct_split_seed  # noqa: E402
 from anogan_tf.data.synthetic_oct import generate_oct_with_truth  # noqa: E402
 from anogan_tf.models.io import load_model_dir  # noqa: E402
+from anogan_tf.scoring import maps as maps_lib  # noqa: E402
 from anogan_tf.scoring import metrics as metrics_lib  # noqa: E402
 from anogan_tf.scoring import run_evaluate  # noqa: E402
 from anogan_tf.scoring.pipeline import score_image_set  # noqa: E402
@@ -84,6 +98,9 @@ COLUMNS = ("condition", "image_auroc", "image_auroc_se", "pixel_auroc",
            "band_iou_mean", "band_iou_min",
            "top1_in_roi", "lesion_vs_chance_image", "lesion_vs_chance_roi",
            "pca_image_auroc", "train_s", "eval_s")
+MAP_COLUMNS = ("condition", "map", "pixel_auroc", "pixel_auprc",
+               "pixel_auroc_in_roi", "top1_in_roi", "lesion_vs_chance_roi",
+               "lesion_vs_chance_image", "image_auroc_map_max")
 
 
 def auroc_se(auc: float, n_pos: int, n_neg: int) -> float:
@@ -94,14 +111,52 @@ def auroc_se(auc: float, n_pos: int, n_neg: int) -> float:
     return float(np.sqrt(max(var, 0.0)))
 
 
-def pca_patch_errors(train: np.ndarray, test: np.ndarray, k: int = 32
-                     ) -> np.ndarray:
-    """Squared PCA(k) reconstruction error per test patch (fit on train)."""
+def pca_reconstructions(train: np.ndarray, test: np.ndarray, k: int = 32
+                        ) -> np.ndarray:
+    """PCA(k) reconstructions of the test patches (fit on train), their shape."""
     a = train.reshape(len(train), -1).astype(np.float64)
     b = test.reshape(len(test), -1).astype(np.float64)
     pca = PCA(n_components=min(k, len(a) - 1, a.shape[1]), random_state=0)
     pca.fit(a)
-    return np.sum((b - pca.inverse_transform(pca.transform(b))) ** 2, axis=1)
+    return pca.inverse_transform(pca.transform(b)).reshape(test.shape)
+
+
+def pca_patch_errors(train: np.ndarray, test: np.ndarray, k: int = 32
+                     ) -> np.ndarray:
+    """Squared PCA(k) reconstruction error per test patch (fit on train)."""
+    diff = test.astype(np.float64) - pca_reconstructions(train, test, k)
+    return np.sum(diff.reshape(len(test), -1) ** 2, axis=1)
+
+
+def map_variant_rows(residuals: maps_lib.ResidualMaps, prefix: str,
+                     sigmas, valid: np.ndarray, roi: np.ndarray,
+                     lesions: np.ndarray, labels: np.ndarray,
+                     normalised: bool = True) -> List[Dict]:
+    """One row per map variant made from `residuals` (see the docstring)."""
+    n = len(labels)
+    made = [(name, maps_lib.anomaly_maps(residuals, sigma, how))
+            for name, sigma, how in maps_lib.map_variants(sigmas)]
+    if normalised:
+        for sigma in sigmas:
+            made.append((f"signed_norm_s{sigma:g}", np.abs(
+                maps_lib.masked_gaussian(residuals.signed, residuals.weight,
+                                         sigma, normalize=True)).mean(-1)))
+    rows = []
+    for name, maps in made:
+        pix = metrics_lib.pixel_metrics(lesions, maps, valid=valid)
+        top = top_pixel_stats(maps, valid, roi, lesions, labels)
+        rows.append({
+            "map": prefix + name,
+            "pixel_auroc": pix.get("pixel_auroc"),
+            "pixel_auprc": pix.get("pixel_auprc"),
+            "pixel_auroc_in_roi": metrics_lib.pixel_metrics(
+                lesions, maps, valid=roi).get("pixel_auroc"),
+            "top1_in_roi": top["top1_in_roi"],
+            "lesion_vs_chance_roi": top["lesion_vs_chance_roi"],
+            "lesion_vs_chance_image": top["lesion_vs_chance_image"],
+            "image_auroc_map_max": float(roc_auc_score(
+                labels, maps.reshape(n, -1).max(axis=1)))})
+    return rows
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -175,10 +230,13 @@ def run_condition(name: str, artifacts: bool, norm: str, args,
                             jit_compile=False, seed=args.seed)
     eval_config = EvalConfig(output_dir=os.path.join(
         os.path.dirname(train_config.model_dir), "eval"), aggregate="map_max",
-        num_test=args.num_test)
+        num_test=args.num_test, map_sigma=args.map_sigma,
+        map_smoothing=args.map_smoothing)
 
     t0 = time.perf_counter()
-    train_gan(model_config, data, train_config, verbose=0)
+    if not (args.reuse_models and os.path.isfile(os.path.join(
+            train_config.model_dir, "generator.keras"))):
+        train_gan(model_config, data, train_config, verbose=0)
     t1 = time.perf_counter()
     m = run_evaluate(train_config.model_dir, data, mapping, eval_config,
                      progress=False)
@@ -189,7 +247,8 @@ def run_condition(name: str, artifacts: bool, norm: str, args,
     cfg, g, d = load_model_dir(train_config.model_dir)
     test = load_images(data, "test").take(args.num_test)
     s = score_image_set(test, g, d, cfg, data, mapping, aggregate="map_max",
-                        progress=False)
+                        progress=False, map_sigma=args.map_sigma,
+                        map_smoothing=args.map_smoothing)
     with open(os.path.join(eval_config.output_dir, "image_scores.csv")) as f:
         rows = list(csv.DictReader(f))
     evaluated = np.array([float(r["anomaly_score"]) for r in rows])
@@ -215,7 +274,10 @@ def run_condition(name: str, artifacts: bool, norm: str, args,
     true_artifacts = truth.artifacts[:n]
 
     train_patches, _ = training_patches(data, train_config.holdout_fraction)
-    pca_err = pca_patch_errors(train_patches, s.patches.patches, args.pca_k)
+    pca_recon = pca_reconstructions(train_patches, s.patches.patches,
+                                    args.pca_k)
+    pca_diff = s.patches.patches.astype(np.float64) - pca_recon
+    pca_err = np.sum(pca_diff.reshape(len(pca_diff), -1) ** 2, axis=1)
     pca_image = metrics_lib.aggregate_patch_scores(
         pca_err, s.patches.image_index, n, "max", 3)
 
@@ -226,6 +288,19 @@ def run_condition(name: str, artifacts: bool, norm: str, args,
     raw_top = top_pixel_stats(raw, valid, roi, lesions, labels)
 
     counted = count_checks(data, args.count_scans)
+
+    # Raw against smoothed maps, from this one mapping (and PCA's maps of
+    # the same patches).
+    sigmas = [float(v) for v in args.variant_sigmas.split(",")]
+    variants = map_variant_rows(s.residuals, "", sigmas, valid, roi,
+                                lesions, labels)
+    pca_residuals = maps_lib.residual_maps(
+        s.patches, np.abs(pca_diff), pca_recon, n, s.region)
+    pca_sigmas = sorted({max(sigmas), args.map_sigma} - {0.0})
+    variants += map_variant_rows(pca_residuals, "pca_", pca_sigmas, valid,
+                                 roi, lesions, labels, normalised=False)
+    for v in variants:
+        v["condition"] = name
 
     image_auroc = float(m["image_auroc"])
     row = {
@@ -261,6 +336,8 @@ def run_condition(name: str, artifacts: bool, norm: str, args,
         "n_test_patches": m["n_patches"],
         "n_train_patches": int(len(train_patches)),
         "train_s": round(t1 - t0, 1), "eval_s": round(t2 - t1, 1),
+        "map": m.get("map"), "metrics_by_map": m.get("metrics_by_map"),
+        "map_variants": variants,
     }
     print({k: row[k] for k in COLUMNS}, flush=True)
     return row
@@ -297,6 +374,18 @@ def main(argv=None) -> None:
                         "against the label (ROI only, no mapping)")
     p.add_argument("--conditions", default=",".join(c[0] for c in CONDITIONS))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--map_sigma", type=float, default=0.0,
+                   help="the evaluation's --map_sigma (metrics.json, "
+                        "anomaly_maps.png); variants are measured anyway")
+    p.add_argument("--map_smoothing", default="signed",
+                   choices=("signed", "absolute"))
+    p.add_argument("--variant_sigmas", default="1,2,3,4,6",
+                   help="sigmas (full-image pixels) of the map variants")
+    p.add_argument("--tag", default="",
+                   help="results go to benchmarks/results/oct_artifacts_<tag>")
+    p.add_argument("--reuse_models", action="store_true",
+                   help="skip training where --work_dir already holds a "
+                        "condition's model (its train_s is then ~0)")
     p.add_argument("--work_dir", default="",
                    help="where models and evaluations go (default: a new "
                         "temporary folder)")
@@ -318,14 +407,19 @@ def main(argv=None) -> None:
     print(_common.format_table(rows, COLUMNS))
     print()
     print(transposed_markdown(rows))
-    name = "oct_artifacts" + ("_quick" if args.quick else "")
+    variant_rows = [v for r in rows for v in r["map_variants"]]
+    print()
+    print(_common.format_table(variant_rows, MAP_COLUMNS))
+    name = ("oct_artifacts" + (f"_{args.tag}" if args.tag else "") +
+            ("_quick" if args.quick else ""))
     paths = _common.write_results(
         _common.DEFAULT_OUTPUT_DIR, name,
-        [{k: v for k, v in r.items() if not isinstance(v, dict)}
+        [{k: v for k, v in r.items() if not isinstance(v, (dict, list))}
          for r in rows],
         {"args": vars(args), "machine": _common.machine_info(),
          "by_aggregate": {r["condition"]: r["image_auroc_by_aggregate"]
-                          for r in rows}})
+                          for r in rows},
+         "map_variants": variant_rows})
     print("Wrote", ", ".join(paths))
 
 
