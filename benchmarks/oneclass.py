@@ -160,8 +160,10 @@ def run_class(dataset: str, normal_class: int, args, out_dir: str) -> Dict:
     if args.encoder_epochs:
         train_encoder(model_dir, data,
                       TrainConfig(model_dir=model_dir, batch_size=args.batch_size,
-                                  epochs=args.encoder_epochs, seed=args.seed,
-                                  jit_compile=False), verbose=0)
+                                  epochs=args.encoder_epochs,
+                                  steps_per_epoch=args.steps_per_epoch,
+                                  seed=args.seed, jit_compile=False),
+                      verbose=0)
         enc_mapper = LatentMapper(g, d, params, batch_size=128,
                                   jit_compile=False,
                                   encoder=load_encoder(model_dir),
