@@ -8,6 +8,7 @@ reads FLAGS. Layering: defaults < `--flagfile=flags/*.cfg` < command line.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from typing import Optional, Tuple
@@ -27,6 +28,10 @@ __all__ = [
     "resolved_flags_text",
     "model_config_for_scoring",
     "scoring_configs_from_flags",
+    "DETECTOR_FLAGS",
+    "explicit_detector_settings",
+    "detector_from_flags",
+    "detector_configs_from_flags",
 ]
 
 FLAGS = flags.FLAGS
@@ -383,6 +388,129 @@ def scoring_configs_from_flags():
                                          model_config.channels)
     return (model_config, data_config, mapping_config_from_flags(),
             eval_config_from_flags())
+
+
+# The flag of every setting detector.json records ("<section>.<field>" of
+# scoring.detector.SETTING_KEYS); mapping.epsilon has no flag.
+DETECTOR_FLAGS = {
+    "mapping.steps": "mapping_steps", "mapping.lr": "mapping_lr",
+    "mapping.beta_1": "mapping_beta_1", "mapping.beta_2": "mapping_beta_2",
+    "mapping.lambda_weight": "lambda_weight",
+    "mapping.batch_size": "mapping_batch_size",
+    "mapping.restarts": "restarts", "mapping.seed": "seed",
+    "mapping.discrimination_loss": "discrimination_loss",
+    "mapping.score": "score", "mapping.jit_compile": "mapping_jit_compile",
+    "mapping.mode": "mode", "mapping.kappa": "kappa",
+    "mapping.conv_impl": "mapping_conv_impl",
+    "mapping.compute_dtype": "mapping_compute_dtype",
+    "patches.patch_size": "patch_size", "patches.patch_stride": "patch_stride",
+    "patches.roi": "roi", "patches.roi_min_coverage": "roi_min_coverage",
+    "patches.intensity_norm": "intensity_norm", "patches.resize": "resize",
+    "image_score.aggregate": "aggregate", "image_score.topk": "topk",
+    "image_score.map_sigma": "map_sigma",
+    "image_score.map_smoothing": "map_smoothing",
+}
+
+
+def explicit_detector_settings() -> Tuple[str, ...]:
+    """Detector setting keys whose flags were given (command line or flagfile).
+
+    --score also fixes the discrimination loss (--score=bce implies the bce
+    loss), so an explicit --score takes both from the flags.
+    """
+    keys = {key for key, name in DETECTOR_FLAGS.items() if FLAGS[name].present}
+    if "mapping.score" in keys:
+        keys.add("mapping.discrimination_loss")
+    return tuple(sorted(keys))
+
+
+def detector_from_flags(written_by: str, base=None):
+    """The detector settings the flags describe (anogan-train records them).
+
+    Args:
+      written_by: The binary recording them.
+      base: The model dir's current Detector, or None; its settings stay
+        where no flag was given (`detector.resolve_configs`).
+
+    Raises:
+      ConfigError: a mapping, data or evaluation flag is invalid.
+    """
+    from anogan_tf.scoring import detector as detector_lib
+    data_config, mapping_config, eval_config = (
+        data_config_from_flags(), mapping_config_from_flags(),
+        eval_config_from_flags())
+    if base is not None:
+        data_config, mapping_config, eval_config, _ = (
+            detector_lib.resolve_configs(base, data_config, mapping_config,
+                                         eval_config,
+                                         explicit_detector_settings()))
+        mapping_config = _bce_discrimination(mapping_config)
+    return detector_lib.Detector.from_configs(
+        data_config, mapping_config, eval_config, written_by=written_by)
+
+
+def _bce_discrimination(mapping_config):
+    """--score=bce implies the bce discrimination loss (as the flags do)."""
+    if (mapping_config.score == "bce" and
+            mapping_config.discrimination_loss != "bce"):
+        return dataclasses.replace(mapping_config, discrimination_loss="bce")
+    return mapping_config
+
+
+def _describe_sources(source, data_config, mapping_config, eval_config,
+                      detector) -> str:
+    from anogan_tf.scoring import detector as detector_lib
+    values = detector_lib.Detector.from_configs(
+        data_config, mapping_config, eval_config).settings()
+    groups = {"flag": [], detector_lib.DETECTOR_FILE: [], "default": []}
+    for key in detector_lib.SETTING_KEYS:
+        name = DETECTOR_FLAGS.get(key, key)
+        groups[source[key]].append(f"{name}={values[key]}")
+    where = (f"{detector_lib.DETECTOR_FILE} (written by "
+             f"{detector.written_by or 'an unknown binary'})")
+    return (f"Scoring settings: from {where}: "
+            f"{', '.join(groups[detector_lib.DETECTOR_FILE]) or 'none'}; "
+            f"from flags: {', '.join(groups['flag']) or 'none'}; "
+            f"defaults: {', '.join(groups['default']) or 'none'}.")
+
+
+def detector_configs_from_flags():
+    """Scoring configs layered as defaults < detector.json < given flags.
+
+    Like `scoring_configs_from_flags`, but every setting that
+    `<model_dir>/detector.json` records and whose flag was not given (on the
+    command line or in a flagfile) comes from the file. Logs, once, where
+    each value came from; a model dir without detector.json keeps the flag
+    values (one log line says so).
+
+    Returns:
+      (ModelConfig, DataConfig, MappingConfig, EvalConfig, Detector or None).
+
+    Raises:
+      ConfigError: detector.json is corrupt, or see
+        `scoring_configs_from_flags`.
+    """
+    from absl import logging
+
+    from anogan_tf.scoring import detector as detector_lib
+    model_config, data_config, mapping_config, eval_config = (
+        scoring_configs_from_flags())
+    detector = detector_lib.load_detector(FLAGS.model_dir)
+    if detector is None:
+        logging.info(
+            "No %s in %s (a model dir from before the detector's settings "
+            "were recorded): scoring with the flag values and defaults. "
+            "anogan-evaluate records them.", detector_lib.DETECTOR_FILE,
+            FLAGS.model_dir)
+        return model_config, data_config, mapping_config, eval_config, None
+    data_config, mapping_config, eval_config, source = (
+        detector_lib.resolve_configs(detector, data_config, mapping_config,
+                                     eval_config,
+                                     explicit_detector_settings()))
+    mapping_config = _bce_discrimination(mapping_config)
+    logging.info("%s", _describe_sources(source, data_config, mapping_config,
+                                         eval_config, detector))
+    return model_config, data_config, mapping_config, eval_config, detector
 
 
 def resolved_flags_text() -> str:

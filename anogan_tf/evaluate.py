@@ -5,6 +5,9 @@
 
 Writes metrics.json, scores.csv, image_scores.csv, roc.png, pr.png,
 score_hist.png and anomaly_maps.png into --output_dir, and prints a summary.
+Scoring settings not given as flags come from <model_dir>/detector.json
+(as in anogan-score); the settings used and the calibrated threshold are
+then recorded there, for anogan-score.
 """
 
 import sys
@@ -29,11 +32,11 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     from anogan_tf.scoring import reports, run_evaluate
     try:
-        _, data_config, mapping_config, eval_config = (
-            cf.scoring_configs_from_flags())
+        _, data_config, mapping_config, eval_config, _ = (
+            cf.detector_configs_from_flags())
         logging.info("MappingConfig: %s", mapping_config)
         metrics = run_evaluate(FLAGS.model_dir, data_config, mapping_config,
-                               eval_config)
+                               eval_config, write_detector=True)
     except (ConfigError, DataError, ValueError) as e:
         sys.stderr.write(f"anogan-evaluate: error: {e}\n")
         return 1
@@ -42,7 +45,9 @@ def main(argv):
           f"{'; the paper uses 500' if mapping_config.steps < 500 else ''}):")
     print(reports.summary_table(metrics, SUMMARY_KEYS))
     print(f"Files in {eval_config.output_dir}: metrics.json, scores.csv, "
-          f"image_scores.csv, roc.png, pr.png, score_hist.png, anomaly_maps.png")
+          f"image_scores.csv, roc.png, pr.png, score_hist.png, anomaly_maps.png"
+          f"; the settings and threshold for anogan-score in "
+          f"{FLAGS.model_dir}/detector.json")
     return 0
 
 

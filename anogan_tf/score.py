@@ -5,6 +5,12 @@
 Writes scores.csv (one row per scored patch), image_scores.csv, and per-image
 maps (maps/<id>.npy and maps/<id>.png: input | G(z*) | residual heatmap).
 Without --inputs it scores the test split of --dataset/--data_path.
+
+The scoring settings (mapping, patching, aggregate, maps) and the threshold
+come from <model_dir>/detector.json, which anogan-train and anogan-evaluate
+write; flags given on the command line or in a flagfile override them, and
+the log says which value came from where. With the recorded threshold,
+image_scores.csv has "threshold" and "is_anomalous" (and "p_value").
 """
 
 import sys
@@ -23,12 +29,12 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     from anogan_tf.scoring import run_score
     try:
-        _, data_config, mapping_config, eval_config = (
-            cf.scoring_configs_from_flags())
+        _, data_config, mapping_config, eval_config, detector = (
+            cf.detector_configs_from_flags())
         logging.info("MappingConfig: %s", mapping_config)
         summary = run_score(FLAGS.model_dir, data_config, mapping_config,
                             eval_config, inputs=FLAGS.inputs,
-                            save_maps=FLAGS.save_maps)
+                            save_maps=FLAGS.save_maps, detector=detector)
     except (ConfigError, DataError, ValueError) as e:
         sys.stderr.write(f"anogan-score: error: {e}\n")
         return 1
@@ -41,6 +47,10 @@ def main(argv):
               + (f"; threshold {summary['threshold']:.4g} "
                  f"({summary['threshold_rule']})" if "threshold" in summary
                  else "") + ".")
+    if "threshold" in summary:
+        print(f"Threshold {summary['threshold']:.4g} "
+              f"({summary.get('threshold_source', 'this run')}): "
+              f"image_scores.csv is_anomalous = image score >= threshold.")
     return 0
 
 

@@ -9,8 +9,15 @@ Re-running the same command continues from the last finished epoch; a larger
 
 trains the f-AnoGAN encoder for the GAN in --model_dir (architecture from its
 config.json; see docs/encoder.md), with the same data flags and resume.
+
+Both stages record the scoring settings of their flags (mapping, patching,
+aggregate, maps) in <model_dir>/detector.json for anogan-evaluate and
+anogan-score. A threshold anogan-evaluate recorded there is kept only while
+it still holds: no GAN epoch trained since, the same scoring settings, and
+for --stage=encoder a mode that does not use the encoder.
 """
 
+import dataclasses
 import os
 import sys
 
@@ -34,11 +41,17 @@ def main(argv):
         model_config = cf.model_config_from_flags()
         data_config = cf.data_config_from_flags()
         train_config = cf.train_config_from_flags()
+        # Built before training, so bad mapping flags fail before it.
+        old = _current_detector(FLAGS.model_dir)
+        detector = cf.detector_from_flags("anogan-train", old)
         logging.info("ModelConfig: %s", model_config)
         logging.info("DataConfig: %s", data_config)
         logging.info("TrainConfig: %s", train_config)
         result = train_gan(model_config, data_config, train_config,
                            flags_text=cf.resolved_flags_text())
+        _record_detector(detector, old, result.model_dir,
+                         keep_threshold=result.epochs_done ==
+                         result.initial_epoch)
     except (ConfigError, DataError, TrainingDivergedError, RuntimeError) as e:
         logging.error("%s", e)
         sys.stderr.write(f"anogan-train: error: {e}\n")
@@ -60,14 +73,61 @@ def _train_encoder(train_encoder) -> int:
     else:  # train_encoder reports the missing GAN and how to train it
         data_config = cf.data_config_from_flags()
     train_config = cf.train_config_from_flags()
+    old = _current_detector(FLAGS.model_dir)
+    detector = cf.detector_from_flags("anogan-train", old)
     logging.info("DataConfig: %s", data_config)
     logging.info("TrainConfig: %s", train_config)
     result = train_encoder(FLAGS.model_dir, data_config, train_config,
                            flags_text=cf.resolved_flags_text())
+    # G and D are unchanged: an iterative threshold still holds.
+    _record_detector(detector, old, result.model_dir, keep_threshold=(
+        result.epochs_done == result.initial_epoch or
+        detector.mapping.mode == "iterative"))
     logging.info("Done: encoder trained for %d epochs in %s (resumed from "
                  "%d).", result.epochs_done, result.model_dir,
                  result.initial_epoch)
     return 0
+
+
+def _current_detector(model_dir: str):
+    """The model dir's Detector, or None (none yet, or unreadable: it is
+    replaced after training, with a warning now)."""
+    from anogan_tf.scoring import detector as detector_lib
+    try:
+        return detector_lib.load_detector(model_dir)
+    except ConfigError as e:
+        logging.warning("Will replace an unreadable detector file after "
+                        "training: %s", e)
+        return None
+
+
+def _record_detector(detector, old, model_dir: str,
+                     keep_threshold: bool) -> None:
+    """Writes the scoring settings to <model_dir>/detector.json.
+
+    Args:
+      detector: The settings (`common_flags.detector_from_flags`: the flags
+        given over the model dir's current settings).
+      old: The model dir's Detector before training, or None.
+      model_dir: The trained model dir.
+      keep_threshold: Whether a recorded threshold can still hold (the
+        models it was calibrated on are unchanged); it is kept only if the
+        scoring settings are also the same.
+    """
+    from anogan_tf.scoring import detector as detector_lib
+    if old is not None and old.threshold is not None:
+        differ = detector_lib.scale_differences(old, detector)
+        if keep_threshold and not differ:
+            detector = dataclasses.replace(detector, threshold=old.threshold)
+            logging.info("Kept the calibrated threshold %.6g (%s).",
+                         old.threshold.value, old.threshold.rule)
+        else:
+            logging.info(
+                "Dropped the threshold anogan-evaluate recorded (%s); re-run "
+                "anogan-evaluate to calibrate one.",
+                "; ".join(differ) if differ else "the models changed")
+    path = detector_lib.save_detector(detector, model_dir)
+    logging.info("Recorded the scoring settings in %s.", path)
 
 
 def run():

@@ -26,6 +26,7 @@ from anogan_tf.mapping import LatentMapper, MappingParams, MappingResult
 from anogan_tf.mapping.mapper import balanced_batch_size
 from anogan_tf.models import load_encoder, load_model_dir
 from anogan_tf.scoring import calibration as calibration_lib
+from anogan_tf.scoring import detector as detector_lib
 from anogan_tf.scoring import maps as maps_lib
 from anogan_tf.scoring import metrics as metrics_lib
 from anogan_tf.scoring import reports
@@ -249,8 +250,19 @@ def patch_rows(scored: ScoredImages, mode: str,
 
 def image_rows(scored: ScoredImages, threshold: Optional[float] = None,
                p_values: Optional[np.ndarray] = None) -> List[Dict]:
-    """image_scores.csv rows, one per full image (aggregated); `p_values`
-    ([N] conformal p-values of the image scores) fill "p_value"."""
+    """image_scores.csv rows, one per full image (aggregated).
+
+    Args:
+      scored: The scored images.
+      threshold: The image-score threshold, when one is known: fills
+        "threshold" and "is_anomalous" (and its older name
+        "predicted_anomalous"), 1 where the image score is >= threshold,
+        the rule of anogan-evaluate's metrics.
+      p_values: [N] conformal p-values of the image scores ("p_value").
+
+    Returns:
+      One dict per image.
+    """
     im = scored.images
     rows = []
     for i, image_id in enumerate(im.ids):
@@ -264,7 +276,10 @@ def image_rows(scored: ScoredImages, threshold: Optional[float] = None,
         if im.categories is not None:
             row["category"] = im.categories[i]
         if threshold is not None:
-            row["predicted_anomalous"] = int(scored.image_scores[i] >= threshold)
+            flagged = int(scored.image_scores[i] >= threshold)
+            row["predicted_anomalous"] = flagged
+            row["threshold"] = float(threshold)
+            row["is_anomalous"] = flagged
         if p_values is not None:
             row["p_value"] = float(p_values[i])
         rows.append(row)
@@ -463,21 +478,32 @@ def _load_for_scoring(model_dir: str, data_config: DataConfig,
 def run_score(model_dir: str, data_config: DataConfig,
               mapping_config: MappingConfig, eval_config: EvalConfig,
               inputs: Optional[Sequence[str]] = None,
-              save_maps: bool = True) -> Dict:
+              save_maps: bool = True,
+              detector: Optional[detector_lib.Detector] = None) -> Dict:
     """anogan-score: scores.csv (+ image_scores.csv, maps) for any images.
 
     Calibration images (`eval_config.calibration_data`, or the dataset's
     "calibration" split when `inputs` is empty) add conformal p-values; with
-    `eval_config.target_fpr` > 0 also the conformal threshold and a
-    "predicted_anomalous" column. With `inputs` and no calibration_data
-    there are no p-values: the dataset flags may have nothing to do with
-    the inputs.
+    `eval_config.target_fpr` > 0 also the conformal threshold and the
+    "predicted_anomalous", "threshold" and "is_anomalous" columns. With
+    `inputs` and no calibration_data there are no p-values from images:
+    the dataset flags may have nothing to do with the inputs.
+
+    `detector` (the model dir's detector.json, `scoring.detector`) supplies
+    the threshold and the p-values' calibration scores that anogan-evaluate
+    recorded, where no calibration images give them, provided the scores
+    are computed on the same scale (`detector.scale_differences`: same
+    mapping, patching and image score; otherwise a warning says which
+    setting differs and neither is used). The caller layers its settings
+    into the configs (`detector.resolve_configs`).
 
     Returns:
       A summary dict (num_images, num_patches, maps_written,
       inputs_per_second (model inputs, i.e. patches when images are
       patched), output_dir, n_calibration, and threshold, threshold_rule,
-      target_fpr, calibration_warning when target_fpr > 0).
+      target_fpr, calibration_warning when target_fpr > 0; threshold,
+      threshold_rule and threshold_source "detector.json" when the
+      detector's threshold is used).
 
     Raises:
       ConfigError: target_fpr > 0 without (enough) calibration images.
@@ -520,6 +546,11 @@ def run_score(model_dir: str, data_config: DataConfig,
             if images.labels is not None and np.any(images.labels == 0):
                 summary["fpr_normal_test"] = float(np.mean(
                     scored.image_scores[images.labels == 0] >= threshold))
+    if detector is not None and detector.threshold is not None and (
+            threshold is None or p_values is None):
+        threshold, p_values = _apply_detector_threshold(
+            detector, data_config, mapping_config, eval_config, scored,
+            threshold, p_values, summary)
     out = eval_config.output_dir
     os.makedirs(out, exist_ok=True)
     reports.write_csv(os.path.join(out, "scores.csv"),
@@ -533,6 +564,8 @@ def run_score(model_dir: str, data_config: DataConfig,
                        "discrimination_score", "num_patches") +
                       (("p_value",) if p_values is not None else ()) +
                       (("predicted_anomalous",) if threshold is not None
+                       else ()) +
+                      (("threshold", "is_anomalous") if threshold is not None
                        else ()))
     n_maps = _write_maps(out, scored) if save_maps else 0
     summary.update({"num_images": len(images.images),
@@ -543,9 +576,69 @@ def run_score(model_dir: str, data_config: DataConfig,
     return summary
 
 
+def _apply_detector_threshold(detector: detector_lib.Detector,
+                              data_config: DataConfig,
+                              mapping_config: MappingConfig,
+                              eval_config: EvalConfig, scored: ScoredImages,
+                              threshold: Optional[float],
+                              p_values: Optional[np.ndarray], summary: Dict):
+    """(threshold, p_values) with the detector's filling the missing ones.
+
+    The detector's are used only when the scores are on its scale; the
+    summary records what was used.
+    """
+    recorded = detector.threshold
+    differ = detector_lib.scale_differences(
+        detector, detector_lib.Detector.from_configs(
+            data_config, mapping_config, eval_config))
+    if differ:
+        logging.warning(
+            "%s's threshold %.6g (%s) is not applied: these settings differ "
+            "from the ones it was calibrated with, so the scores are on "
+            "another scale: %s. Drop those flags, or re-run anogan-evaluate "
+            "with them to calibrate a threshold for them.",
+            detector_lib.DETECTOR_FILE, recorded.value, recorded.rule,
+            "; ".join(differ))
+        return threshold, p_values
+    if threshold is None:
+        threshold = recorded.value
+        summary.update({"threshold": threshold,
+                        "threshold_rule": recorded.rule,
+                        "threshold_source": detector_lib.DETECTOR_FILE})
+        logging.info("Threshold %.6g from %s (%s).", threshold,
+                     detector_lib.DETECTOR_FILE, recorded.rule)
+    if p_values is None and recorded.calibration_scores:
+        p_values = calibration_lib.conformal_p_values(
+            recorded.calibration_scores, scored.image_scores)
+        summary["n_calibration"] = len(recorded.calibration_scores)
+    return threshold, p_values
+
+
+def _detector_record(data_config: DataConfig, mapping_config: MappingConfig,
+                     eval_config: EvalConfig, threshold: float, rule: str,
+                     target_fpr: float,
+                     normal_scores: Optional[np.ndarray]
+                     ) -> detector_lib.Detector:
+    """What anogan-evaluate records in detector.json (no threshold when it
+    is not finite, e.g. no image had a scored patch)."""
+    recorded = None
+    if np.isfinite(threshold):
+        scores = (() if normal_scores is None else
+                  tuple(float(v) for v in np.sort(normal_scores)))
+        recorded = detector_lib.Threshold(
+            value=float(threshold), rule=rule, n_calibration=len(scores),
+            target_fpr=float(target_fpr), calibration_scores=scores)
+    else:
+        logging.warning("The threshold is %r; %s records the settings "
+                        "without it.", threshold, detector_lib.DETECTOR_FILE)
+    return detector_lib.Detector.from_configs(
+        data_config, mapping_config, eval_config, threshold=recorded,
+        written_by="anogan-evaluate")
+
+
 def run_evaluate(model_dir: str, data_config: DataConfig,
                  mapping_config: MappingConfig, eval_config: EvalConfig,
-                 progress: bool = True) -> Dict:
+                 progress: bool = True, write_detector: bool = False) -> Dict:
     """anogan-evaluate: metrics.json, scores.csv and plots on labelled data.
 
     Calibration images (`eval_config.calibration_data`, else the dataset's
@@ -555,6 +648,10 @@ def run_evaluate(model_dir: str, data_config: DataConfig,
     conformal threshold, which overrides threshold_rule. Without
     calibration images the percentile rule falls back to Youden's J and is
     recorded as such.
+
+    With `write_detector` (anogan-evaluate) the settings used and the
+    threshold, with its rule and the sorted calibration scores, are written
+    to `<model_dir>/detector.json`, which anogan-score then applies.
 
     Returns:
       The metrics dict written to metrics.json.
@@ -703,7 +800,8 @@ def run_evaluate(model_dir: str, data_config: DataConfig,
                       ("id", "anomaly_score", "residual_score",
                        "discrimination_score", "num_patches", "label",
                        "category", "predicted_anomalous") +
-                      (("p_value",) if p_values is not None else ()))
+                      (("p_value",) if p_values is not None else ()) +
+                      ("threshold", "is_anomalous"))
     reports.plot_roc(os.path.join(out, "roc.png"), labels, scored.image_scores)
     reports.plot_pr(os.path.join(out, "pr.png"), labels, scored.image_scores)
     reports.plot_score_hist(os.path.join(out, "score_hist.png"), labels,
@@ -717,6 +815,12 @@ def run_evaluate(model_dir: str, data_config: DataConfig,
         scored.maps[pick], None if test.masks is None else test.masks[pick],
         [test.ids[i] for i in pick], scored.image_scores[pick], labels[pick],
         map_title=_map_title(scored))
+    if write_detector:
+        path = detector_lib.save_detector(_detector_record(
+            data_config, mapping_config, eval_config, threshold,
+            result["threshold_rule"], target_fpr, normal_scores), model_dir)
+        logging.info("Recorded the scoring settings and threshold in %s.",
+                     path)
     return result
 
 
