@@ -17,7 +17,6 @@ it still holds: no GAN epoch trained since, the same scoring settings, and
 for --stage=encoder a mode that does not use the encoder.
 """
 
-import dataclasses
 import os
 import sys
 
@@ -112,20 +111,13 @@ def _record_detector(detector, old, model_dir: str,
       model_dir: The trained model dir.
       keep_threshold: Whether a recorded threshold can still hold (the
         models it was calibrated on are unchanged); it is kept only if the
-        scoring settings are also the same.
+        scoring settings are also the same (`detector.carry_threshold`).
     """
     from anogan_tf.scoring import detector as detector_lib
-    if old is not None and old.threshold is not None:
-        differ = detector_lib.scale_differences(old, detector)
-        if keep_threshold and not differ:
-            detector = dataclasses.replace(detector, threshold=old.threshold)
-            logging.info("Kept the calibrated threshold %.6g (%s).",
-                         old.threshold.value, old.threshold.rule)
-        else:
-            logging.info(
-                "Dropped the threshold anogan-evaluate recorded (%s); re-run "
-                "anogan-evaluate to calibrate one.",
-                "; ".join(differ) if differ else "the models changed")
+    detector, note = detector_lib.carry_threshold(old, detector,
+                                                  keep_threshold)
+    if note:
+        logging.info("%s", note)
     path = detector_lib.save_detector(detector, model_dir)
     logging.info("Recorded the scoring settings in %s.", path)
 

@@ -130,6 +130,21 @@ def test_scale_differences_ignore_settings_that_keep_the_score():
         "image_score.aggregate: 'map_max' -> 'mean'"]
 
 
+def test_training_keeps_a_threshold_only_while_it_holds():
+    old = _detector(value=0.5, rule="youden")
+    new = dataclasses.replace(old, threshold=None, written_by="anogan-train")
+    kept, note = det.carry_threshold(old, new, models_unchanged=True)
+    assert kept.threshold == old.threshold and kept.written_by == "anogan-train"
+    assert note.startswith("Kept")
+    dropped, note = det.carry_threshold(old, new, models_unchanged=False)
+    assert dropped.threshold is None and "the models changed" in note
+    other = dataclasses.replace(new, mapping=dataclasses.replace(
+        new.mapping, lambda_weight=0.5))
+    dropped, note = det.carry_threshold(old, other, models_unchanged=True)
+    assert dropped.threshold is None and "mapping.lambda_weight" in note
+    assert det.carry_threshold(None, new, True) == (new, "")
+
+
 # --- the binaries -----------------------------------------------------------------
 
 DATA_FLAGS = ["--dataset=synthetic_oct", "--oct_num_train=8",
@@ -224,9 +239,13 @@ def test_train_evaluate_score_uses_the_recorded_settings(tmp_path):
 
     # An explicit flag wins over the file; the threshold of another scale
     # is then not applied, and the log says why.
+    # (A flag in a flagfile counts as given.)
     out2 = str(tmp_path / "S2")
+    flagfile = tmp_path / "override.cfg"
+    flagfile.write_text("# Patch maximum instead of the recorded mean.\n"
+                        "--aggregate=max\n")
     p = _run("score", [f"--model_dir={md}", f"--inputs={inputs}",
-                       f"--output_dir={out2}", "--aggregate=max"])
+                       f"--output_dir={out2}", f"--flagfile={flagfile}"])
     assert p.returncode == 0, p.stderr[-3000:]
     log = [line for line in p.stderr.splitlines()
            if "Scoring settings:" in line][0]

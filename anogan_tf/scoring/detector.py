@@ -34,7 +34,7 @@ from anogan_tf.config import (ConfigError, DataConfig, EvalConfig,
 __all__ = ["DETECTOR_FILE", "DETECTOR_VERSION", "PatchSettings",
            "ImageScoreSettings", "Threshold", "Detector", "detector_path",
            "save_detector", "load_detector", "resolve_configs",
-           "scale_differences", "SETTING_KEYS"]
+           "scale_differences", "carry_threshold", "SETTING_KEYS"]
 
 DETECTOR_FILE = "detector.json"
 DETECTOR_VERSION = 1
@@ -374,6 +374,35 @@ def scale_differences(recorded: Detector, current: Detector) -> List[str]:
         skip |= {"image_score.map_sigma", "image_score.map_smoothing"}
     return [f"{k}: {then[k]!r} -> {now[k]!r}" for k in SETTING_KEYS
             if k not in skip and not _same(then[k], now[k])]
+
+
+def carry_threshold(old: Optional[Detector], new: Detector,
+                    models_unchanged: bool) -> Tuple[Detector, str]:
+    """`new` with `old`'s threshold when it still holds (anogan-train).
+
+    A threshold holds while the models it was calibrated on are unchanged
+    and scores are computed on the same scale (`scale_differences`).
+
+    Args:
+      old: The model dir's Detector before training, or None.
+      new: The settings being recorded (no threshold).
+      models_unchanged: No model the scores depend on was trained (no GAN
+        epoch; for the encoder stage, also a mode that does not use E).
+
+    Returns:
+      (detector, note): the record to write, and "" or a sentence on the
+      threshold kept or dropped (for the log).
+    """
+    if old is None or old.threshold is None:
+        return new, ""
+    differ = scale_differences(old, new)
+    if models_unchanged and not differ:
+        return (dataclasses.replace(new, threshold=old.threshold),
+                f"Kept the calibrated threshold {old.threshold.value:.6g} "
+                f"({old.threshold.rule}).")
+    why = "; ".join(differ) if differ else "the models changed"
+    return new, (f"Dropped the threshold anogan-evaluate recorded ({why}); "
+                 f"re-run anogan-evaluate to calibrate one.")
 
 
 def _same(a: Any, b: Any) -> bool:
