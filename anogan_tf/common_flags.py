@@ -126,9 +126,14 @@ flags.DEFINE_enum("d_norm", "auto", ["auto", "batch", "layer", "none"],
 flags.DEFINE_string("model_dir", None, "Model dir (config.json, flags.cfg, "
                     "generator.keras, discriminator.keras, checkpoints/, "
                     "samples/, logs/).")
-flags.DEFINE_enum("stage", "gan", ["gan", "encoder"],
-                  "What anogan-train trains: the GAN, or the f-AnoGAN encoder "
-                  "for the trained GAN in --model_dir (see docs/encoder.md).")
+flags.DEFINE_enum("stage", "gan", ["gan", "encoder", "all"],
+                  "What anogan-train trains: the GAN, the f-AnoGAN encoder "
+                  "for the trained GAN in --model_dir (see docs/encoder.md), "
+                  "or all: the GAN, then its encoder (what --mode=encoder "
+                  "and hybrid need).")
+flags.DEFINE_integer("encoder_epochs", 0,
+                     "Epochs of the encoder stage (--stage=encoder|all); 0: "
+                     "--epochs.")
 flags.DEFINE_integer("batch_size", 64, "Training batch size.")
 flags.DEFINE_integer("epochs", 10, "Total epochs; a larger value resumes.")
 flags.DEFINE_integer("steps_per_epoch", 0,

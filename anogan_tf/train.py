@@ -9,6 +9,8 @@ Re-running the same command continues from the last finished epoch; a larger
 
 trains the f-AnoGAN encoder for the GAN in --model_dir (architecture from its
 config.json; see docs/encoder.md), with the same data flags and resume.
+--stage=all trains the GAN and then its encoder (for --encoder_epochs, or
+--epochs when that is 0), as flags/digits.cfg does for its --mode=encoder.
 
 Both stages record the scoring settings of their flags (mapping, patching,
 aggregate, maps) in <model_dir>/detector.json for anogan-evaluate and
@@ -17,6 +19,7 @@ it still holds: no GAN epoch trained since, the same scoring settings, and
 for --stage=encoder a mode that does not use the encoder.
 """
 
+import dataclasses
 import os
 import sys
 
@@ -51,13 +54,16 @@ def main(argv):
         _record_detector(detector, old, result.model_dir,
                          keep_threshold=result.epochs_done ==
                          result.initial_epoch)
+        logging.info("Done: %d epochs in %s (resumed from %d). Samples: %s",
+                     result.epochs_done, result.model_dir,
+                     result.initial_epoch, result.sample_path)
+        if FLAGS.stage == "all":
+            logging.info("--stage=all: training the encoder for this GAN.")
+            return _train_encoder(train_encoder)
     except (ConfigError, DataError, TrainingDivergedError, RuntimeError) as e:
         logging.error("%s", e)
         sys.stderr.write(f"anogan-train: error: {e}\n")
         return 1
-    logging.info("Done: %d epochs in %s (resumed from %d). Samples: %s",
-                 result.epochs_done, result.model_dir, result.initial_epoch,
-                 result.sample_path)
     return 0
 
 
@@ -72,6 +78,9 @@ def _train_encoder(train_encoder) -> int:
     else:  # train_encoder reports the missing GAN and how to train it
         data_config = cf.data_config_from_flags()
     train_config = cf.train_config_from_flags()
+    if FLAGS.encoder_epochs:
+        train_config = dataclasses.replace(train_config,
+                                           epochs=FLAGS.encoder_epochs)
     old = _current_detector(FLAGS.model_dir)
     detector = cf.detector_from_flags("anogan-train", old)
     logging.info("DataConfig: %s", data_config)

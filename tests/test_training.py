@@ -319,3 +319,22 @@ def test_training_with_ema_and_r1_resumes_and_refuses_bad_settings(tmp_path):
                                           batch_size=8, epochs=1,
                                           steps_per_epoch=1, r1_gamma=1.0),
                   verbose=0)
+
+
+def test_binary_stage_all_trains_the_gan_then_its_encoder(tmp_path):
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    md = str(tmp_path / "M")
+    p = _run(["--flagfile=flags/synthetic_oct.cfg", f"--model_dir={md}",
+              "--stage=all", "--base_filters=4", "--latent_dim=16",
+              "--batch_size=8", "--epochs=1", "--steps_per_epoch=2",
+              "--encoder_epochs=2", "--oct_num_train=6", "--oct_height=64",
+              "--oct_width=64"], repo)
+    assert p.returncode == 0, p.stderr[-3000:]
+    # The GAN for --epochs, then its encoder for --encoder_epochs.
+    with open(os.path.join(md, "checkpoints", "state.json")) as f:
+        assert json.load(f)["epoch"] == 1
+    with open(os.path.join(md, "checkpoints_encoder", "state.json")) as f:
+        assert json.load(f)["epoch"] == 2
+    for name in ("generator.keras", "discriminator.keras", "encoder.keras",
+                 "flags.cfg", "flags_encoder.cfg"):
+        assert os.path.isfile(os.path.join(md, name)), name
