@@ -246,6 +246,11 @@ flags.DEFINE_float("target_fpr", 0.0,
                    "ceil(1/target_fpr) - 1 calibration images (the smallest "
                    "achievable rate with n of them is 1/(n+1)).")
 flags.DEFINE_boolean("save_maps", True, "Write per-image .npy maps and PNG overlays.")
+flags.DEFINE_boolean("paper_score", True,
+                     "anogan-evaluate with --mode=encoder|hybrid: also map "
+                     "the test images iteratively (--mapping_steps) and report "
+                     "the paper's A(x) AUROC in metrics.json "
+                     "(image_auroc_by_score.paper_iterative).")
 flags.DEFINE_float("map_sigma", 0.0,
                    "Gaussian sigma, in full-image pixels, of the anomaly maps "
                    "(map_max, pixel metrics, anomaly_maps.png, maps/*.npy); "
@@ -363,7 +368,7 @@ def eval_config_from_flags() -> config_lib.EvalConfig:
         num_test=FLAGS.num_test,
         calibration_data=tuple(FLAGS.calibration_data or ()),
         target_fpr=FLAGS.target_fpr, map_sigma=FLAGS.map_sigma,
-        map_smoothing=FLAGS.map_smoothing)
+        map_smoothing=FLAGS.map_smoothing, paper_score=FLAGS.paper_score)
 
 
 def model_config_for_scoring(model_dir: str) -> config_lib.ModelConfig:

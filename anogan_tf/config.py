@@ -400,6 +400,10 @@ class EvalConfig:
         residual x - G(z*) before its magnitude is taken (speckle of random
         sign averages out, a lesion's one-signed residual stays), or
         "absolute", |x - G(z*)| (see anogan_tf/scoring/maps.py).
+      paper_score: When the mode is not iterative, also map the test images
+        the paper's way (iterative, the same steps, A(x)) and report that
+        AUROC in metrics.json (image_auroc_by_score["paper_iterative"]), so
+        the paper's score is always reported beside the detector's.
     """
 
     output_dir: str
@@ -413,6 +417,7 @@ class EvalConfig:
     target_fpr: float = 0.0
     map_sigma: float = 0.0
     map_smoothing: str = "signed"
+    paper_score: bool = True
 
     def __post_init__(self):
         if (not isinstance(self.map_sigma, (int, float)) or

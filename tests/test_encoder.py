@@ -383,3 +383,28 @@ def test_encoder_signatures_under_concurrent_requests(exported):
                                                   err_msg=f"{signature} {key}")
     finally:
         server.stop(grace=None)
+
+
+def test_evaluate_in_encoder_mode_also_reports_the_papers_iterative_score(
+        trained, tmp_path):
+    """metrics.json of an encoder-mode evaluation carries the AUROC of the
+    paper's iterative A(x) on the same test images: the same number an
+    iterative evaluation with the same steps reports as its A(x)."""
+    md = trained[0]
+    data = DataConfig(dataset="synthetic_oct", image_size=32, oct_num_test=8,
+                      oct_height=64, oct_width=64, patch_stride=16)
+    runs = {}
+    for mode in ("encoder", "iterative"):
+        runs[mode] = pipeline.run_evaluate(
+            md, data, MappingConfig(mode=mode, steps=3, jit_compile=False),
+            EvalConfig(output_dir=str(tmp_path / mode), num_test=6),
+            progress=False)
+    paper = runs["encoder"]["image_auroc_by_score"]["paper_iterative"]
+    assert paper == pytest.approx(
+        runs["iterative"]["image_auroc_by_score"]["anogan"], abs=1e-9)
+    assert "paper_iterative" not in runs["iterative"]["image_auroc_by_score"]
+    off = pipeline.run_evaluate(
+        md, data, MappingConfig(mode="encoder", steps=3, jit_compile=False),
+        EvalConfig(output_dir=str(tmp_path / "off"), num_test=6,
+                   paper_score=False), progress=False)
+    assert "paper_iterative" not in off["image_auroc_by_score"]

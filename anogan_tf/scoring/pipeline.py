@@ -740,6 +740,21 @@ def run_evaluate(model_dir: str, data_config: DataConfig,
             eval_config.topk), 0.0)["image_auroc"]
         for name, values in score_variants(
             scored.mapping, mapping_config.lambda_weight).items()}
+    if (mapping_config.mode != "iterative" and eval_config.paper_score
+            and mapping_config.steps > 0):
+        # The paper's own score on the same images, always reported.
+        paper = score_image_set(
+            test, generator, discriminator, model_config, data_config,
+            dataclasses.replace(mapping_config, mode="iterative",
+                                score="anogan"),
+            eval_config.aggregate, eval_config.topk, progress=progress,
+            label="test, the paper's iterative A(x) (--paper_score)",
+            encoder=None, map_sigma=eval_config.map_sigma,
+            map_smoothing=eval_config.map_smoothing)
+        result["image_auroc_by_score"]["paper_iterative"] = (
+            metrics_lib.image_metrics(labels, metrics_lib.aggregate_patch_scores(
+                paper.mapping.anomaly_score, paper.patches.image_index,
+                len(labels), patch_how, eval_config.topk), 0.0)["image_auroc"])
     if test.masks is not None:
         # Artefact pixels (padding, border lines) are no evidence either way.
         result.update(metrics_lib.pixel_metrics(
