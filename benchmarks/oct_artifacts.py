@@ -47,6 +47,20 @@ inside the detected ROI, the top-1% statistics above, and the map_max image
 AUROC. The evaluation itself (metrics.json, anomaly_maps.png) uses
 `--map_sigma`/`--map_smoothing`.
 
+GAN recipe and mapping mode (issue 10): `--gan_loss`, `--d_norm`,
+`--spectral_norm`, `--r1_gamma`, `--g_ema`, `--mode_seeking`, `--n_critic`,
+`--g_lr`/`--d_lr` choose how G is trained (the defaults are the paper's
+DCGAN with a BatchNorm D, as before); `--mode` is a comma list of
+iterative (the paper's mapping), encoder (f-AnoGAN izi_f: z = E(x), one
+pass) and hybrid (the iterative mapping started from E(x)). Every mode
+scores the same trained model; the encoder (`train_encoder`, the library
+function behind `anogan-train --stage=encoder`: all normal training scans'
+patches, `--encoder_epochs`) is trained once when a mode needs it. Each
+row carries its mode and a recipe label; results of a non-default recipe
+or mode go to `oct_artifacts[_<tag>]_<recipe>_<modes>`. The model dir gets
+a `bench_recipe.json`, and `--reuse_models` refuses a model trained with
+another recipe.
+
 The maps are those of `score_image_set` on the test scans with the same
 configs as the evaluation (the mapping is seeded; the script checks that
 its image scores equal the evaluation's). Prints a table and writes
@@ -56,6 +70,8 @@ its image scores equal the evaluation's). Prints a table and writes
   python benchmarks/oct_artifacts.py                        (demo settings)
   python benchmarks/oct_artifacts.py --work_dir=/tmp/oct15  (keep the models)
   ... --work_dir=/tmp/oct15 --reuse_models     (score the kept models again)
+  ... --mode=iterative,encoder --gan_loss=dcgan --d_norm=none --r1_gamma=10 \
+      --g_ema=0.999 --mode_seeking=1                (issue 10's new recipe)
 """
 
 from __future__ import annotations
@@ -63,6 +79,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import json
 import os
 import sys
 import tempfile
@@ -76,29 +93,33 @@ from sklearn.metrics import roc_auc_score
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
 
+from anogan_tf.common_flags import resolve_d_norm  # noqa: E402
 from anogan_tf.config import (DataConfig, EvalConfig, MappingConfig,  # noqa: E402
                               ModelConfig, TrainConfig)
 from anogan_tf.data import extract_patches, load_images, stitch_maps  # noqa: E402
 from anogan_tf.data.loaders import oct_split_seed  # noqa: E402
 from anogan_tf.data.synthetic_oct import generate_oct_with_truth  # noqa: E402
-from anogan_tf.models.io import load_model_dir  # noqa: E402
+from anogan_tf.models.io import load_encoder, load_model_dir  # noqa: E402
 from anogan_tf.scoring import maps as maps_lib  # noqa: E402
 from anogan_tf.scoring import metrics as metrics_lib  # noqa: E402
 from anogan_tf.scoring import run_evaluate  # noqa: E402
 from anogan_tf.scoring.pipeline import score_image_set  # noqa: E402
 from anogan_tf.training import train_gan  # noqa: E402
+from anogan_tf.training.encoder import train_encoder  # noqa: E402
 from anogan_tf.training.run import training_patches  # noqa: E402
 
 # (name, oct_artifacts, intensity_norm)
 CONDITIONS = (("clean", False, "none"), ("artifacts", True, "none"),
               ("art+norm", True, "roi_percentile"))
-COLUMNS = ("condition", "image_auroc", "image_auroc_se", "pixel_auroc",
+MODES = ("iterative", "encoder", "hybrid")
+RECIPE_FILE = "bench_recipe.json"
+COLUMNS = ("condition", "mode", "image_auroc", "image_auroc_se", "pixel_auroc",
            "pixel_auprc", "pixel_auroc_in_roi", "count_auroc",
            "count_auroc_many", "count_change_max", "patches_per_scan",
            "band_iou_mean", "band_iou_min",
            "top1_in_roi", "lesion_vs_chance_image", "lesion_vs_chance_roi",
-           "pca_image_auroc", "train_s", "eval_s")
-MAP_COLUMNS = ("condition", "map", "pixel_auroc", "pixel_auprc",
+           "pca_image_auroc", "train_s", "encoder_s", "eval_s")
+MAP_COLUMNS = ("condition", "mode", "map", "pixel_auroc", "pixel_auprc",
                "pixel_auroc_in_roi", "top1_in_roi", "lesion_vs_chance_roi",
                "lesion_vs_chance_image", "image_auroc_map_max")
 
@@ -216,64 +237,189 @@ def count_checks(data: DataConfig, num_scans: int) -> Dict[str, float]:
             "count_changed_share": float(np.mean(change > 0))}
 
 
+def recipe_of(args) -> Dict:
+    """The GAN recipe the flags ask for, with "auto" values resolved."""
+    return {"gan_loss": args.gan_loss,
+            "d_norm": resolve_d_norm(args.d_norm, args.gan_loss,
+                                     args.spectral_norm),
+            "spectral_norm": bool(args.spectral_norm),
+            "r1_gamma": float(args.r1_gamma), "g_ema": float(args.g_ema),
+            "mode_seeking": float(args.mode_seeking),
+            "n_critic": args.n_critic or (5 if args.gan_loss == "wgan_gp"
+                                          else 1),
+            "g_lr": float(args.g_lr), "d_lr": float(args.d_lr),
+            "base_filters": args.base_filters, "epochs": args.epochs}
+
+
+def recipe_label(r: Dict) -> str:
+    """A short name of a recipe: "dcgan_batch" is the paper's (the default)."""
+    parts = [r["gan_loss"], r["d_norm"]]
+    if r["spectral_norm"]:
+        parts.append("sn")
+    for key, short, default in (("r1_gamma", "r1g", 0.0), ("g_ema", "ema", 0.0),
+                                ("mode_seeking", "ms", 0.0)):
+        if r[key] != default:
+            parts.append(f"{short}{r[key]:g}")
+    if r["n_critic"] != (5 if r["gan_loss"] == "wgan_gp" else 1):
+        parts.append(f"nc{r['n_critic']}")
+    if (r["g_lr"], r["d_lr"]) != (2e-4, 2e-4):
+        parts.append(f"lr{r['g_lr']:g}-{r['d_lr']:g}")
+    return "_".join(parts)
+
+
+def check_reused_model(model_dir: str, recipe: Dict) -> None:
+    """Raises when the kept model was trained with another recipe."""
+    path = os.path.join(model_dir, RECIPE_FILE)
+    if os.path.isfile(path):
+        with open(path) as f:
+            kept = json.load(f)
+        differ = {k: (kept.get(k), v) for k, v in recipe.items()
+                  if kept.get(k) != v}
+        where = path
+    else:
+        # Models trained before the recipe was recorded: only config.json
+        # tells, and only the paper's training settings can be assumed.
+        with open(os.path.join(model_dir, "config.json")) as f:
+            cfg = json.load(f)
+        differ = {k: (cfg.get(k), recipe[k]) for k in
+                  ("gan_loss", "d_norm", "spectral_norm", "base_filters")
+                  if cfg.get(k) != recipe[k]}
+        paper = recipe_of(argparse.Namespace(
+            gan_loss=recipe["gan_loss"], d_norm="auto", spectral_norm=False,
+            r1_gamma=0.0, g_ema=0.0, mode_seeking=0.0, n_critic=0,
+            g_lr=2e-4, d_lr=2e-4, base_filters=recipe["base_filters"],
+            epochs=recipe["epochs"]))
+        differ.update({k: ("not recorded", recipe[k]) for k in
+                       ("r1_gamma", "g_ema", "mode_seeking", "n_critic",
+                        "g_lr", "d_lr") if recipe[k] != paper[k]})
+        where = os.path.join(model_dir, "config.json")
+    if differ:
+        raise SystemExit(
+            f"--reuse_models: {model_dir} was trained with another recipe "
+            f"(kept, asked for): {differ} (from {where}). Use another "
+            f"--work_dir for this recipe, or drop --reuse_models.")
+
+
 def run_condition(name: str, artifacts: bool, norm: str, args,
-                  work: str) -> Dict:
+                  work: str) -> List[Dict]:
+    """Trains (or reuses) one condition's GAN and scores it in every mode."""
+    recipe = recipe_of(args)
+    label = recipe_label(recipe)
+    modes = args.mode.split(",")
     data = DataConfig(dataset="synthetic_oct", image_size=32, patch_stride=16,
                       roi="retina", oct_num_train=args.num_train,
                       oct_num_test=args.oct_num_test, oct_artifacts=artifacts,
                       intensity_norm=norm, seed=args.seed)
-    model_config = ModelConfig(image_size=32, base_filters=args.base_filters)
+    model_config = ModelConfig(
+        image_size=32, base_filters=args.base_filters,
+        gan_loss=recipe["gan_loss"], d_norm=recipe["d_norm"],
+        spectral_norm=recipe["spectral_norm"])
     train_config = TrainConfig(model_dir=os.path.join(work, name.replace(
         "+", "_"), "model"), batch_size=64, epochs=args.epochs,
-        seed=args.seed, jit_compile=False)
-    mapping = MappingConfig(steps=args.mapping_steps, batch_size=128,
-                            jit_compile=False, seed=args.seed)
-    eval_config = EvalConfig(output_dir=os.path.join(
-        os.path.dirname(train_config.model_dir), "eval"), aggregate="map_max",
-        num_test=args.num_test, map_sigma=args.map_sigma,
-        map_smoothing=args.map_smoothing)
+        seed=args.seed, jit_compile=False, g_lr=recipe["g_lr"],
+        d_lr=recipe["d_lr"], n_critic=recipe["n_critic"],
+        r1_gamma=recipe["r1_gamma"], g_ema=recipe["g_ema"],
+        mode_seeking=recipe["mode_seeking"])
+    model_dir = train_config.model_dir
 
     t0 = time.perf_counter()
-    if not (args.reuse_models and os.path.isfile(os.path.join(
-            train_config.model_dir, "generator.keras"))):
+    reused = args.reuse_models and os.path.isfile(os.path.join(
+        model_dir, "generator.keras"))
+    if reused:
+        check_reused_model(model_dir, recipe)
+    else:
         train_gan(model_config, data, train_config, verbose=0)
-    t1 = time.perf_counter()
-    m = run_evaluate(train_config.model_dir, data, mapping, eval_config,
-                     progress=False)
-    t2 = time.perf_counter()
+        with open(os.path.join(model_dir, RECIPE_FILE), "w") as f:
+            json.dump(recipe, f, indent=2)
+    train_s = time.perf_counter() - t0
+    encoder_s, encoder_epochs = None, None
+    if any(m != "iterative" for m in modes):
+        # The library function of anogan-train --stage=encoder: G and D
+        # frozen, all normal training scans' patches (the GAN held 10% of
+        # the scans out for its health metrics), resumes a kept encoder.
+        t0 = time.perf_counter()
+        train_encoder(model_dir, data, TrainConfig(
+            model_dir=model_dir, batch_size=64, epochs=args.encoder_epochs,
+            seed=args.seed, jit_compile=False), verbose=0)
+        encoder_s = time.perf_counter() - t0
+        with open(os.path.join(model_dir, "history_encoder.json")) as f:
+            encoder_epochs = len(json.load(f)["epochs"])
+        if encoder_epochs != args.encoder_epochs:
+            print(f"{name}: the kept encoder has {encoder_epochs} epochs, "
+                  f"not --encoder_epochs={args.encoder_epochs}", flush=True)
 
-    # The maps of the same evaluation: the test scans scored again with the
-    # same configs (seeded, so the scores must agree with image_scores.csv).
-    cfg, g, d = load_model_dir(train_config.model_dir)
+    # What does not depend on the mode, computed once: the test scans, their
+    # true band and lesion-free twins, the training patches for PCA.
     test = load_images(data, "test").take(args.num_test)
-    s = score_image_set(test, g, d, cfg, data, mapping, aggregate="map_max",
-                        progress=False, map_sigma=args.map_sigma,
-                        map_smoothing=args.map_smoothing)
-    with open(os.path.join(eval_config.output_dir, "image_scores.csv")) as f:
-        rows = list(csv.DictReader(f))
-    evaluated = np.array([float(r["anomaly_score"]) for r in rows])
-    if not np.allclose(evaluated, s.image_scores, rtol=1e-4, atol=1e-5):
-        raise RuntimeError(
-            f"{name}: re-scoring the test scans gave other image scores than "
-            f"run_evaluate (max abs difference "
-            f"{np.max(np.abs(evaluated - s.image_scores)):.3g}); the maps "
-            f"analysed here would not be the evaluated ones.")
     labels = np.asarray(test.labels)
     n = len(labels)
-    counts = np.bincount(s.patches.image_index, minlength=n)
-    valid, roi = s.patches.valid_masks, s.patches.roi_masks
     lesions = np.asarray(test.masks) > 0
-
-    # The true band of the same scans (the loader's seed for the test split).
     _, truth = generate_oct_with_truth(
         args.oct_num_test, data.oct_height, data.oct_width,
         seed=oct_split_seed(data.seed, "test"),
         anomaly_fraction=data.oct_anomaly_fraction, artifacts=artifacts)
     band = truth.band_masks()[:n]
-    ious = np.array([iou(roi[i], band[i]) for i in range(n)])
     true_artifacts = truth.artifacts[:n]
-
     train_patches, _ = training_patches(data, train_config.holdout_fraction)
+    counted = count_checks(data, args.count_scans)
+    sigmas = [float(v) for v in args.variant_sigmas.split(",")]
+    cfg, g, d = load_model_dir(model_dir)
+    encoder = load_encoder(model_dir) if encoder_s is not None else None
+
+    rows = []
+    for mode in modes:
+        mapping = MappingConfig(steps=args.mapping_steps, batch_size=128,
+                                jit_compile=False, seed=args.seed, mode=mode)
+        eval_config = EvalConfig(output_dir=os.path.join(
+            os.path.dirname(model_dir),
+            "eval" if mode == "iterative" else f"eval_{mode}"),
+            aggregate="map_max", num_test=args.num_test,
+            map_sigma=args.map_sigma, map_smoothing=args.map_smoothing,
+            # The iterative mode has its own row; no second mapping inside
+            # the encoder/hybrid evaluations (eval_s times the mode alone).
+            paper_score=False)
+        t1 = time.perf_counter()
+        m = run_evaluate(model_dir, data, mapping, eval_config,
+                         progress=False)
+        t2 = time.perf_counter()
+        rows.append(score_mode(
+            name, mode, m, t2 - t1, args, data, mapping, eval_config, test,
+            cfg, g, d, encoder, labels, lesions, band, true_artifacts,
+            train_patches, counted, sigmas) | {
+                "recipe": label, **{f"recipe_{k}": v
+                                    for k, v in recipe.items()},
+                "model_reused": bool(reused), "train_s": round(train_s, 1),
+                "encoder_s": (round(encoder_s, 1) if encoder_s is not None
+                              else None),
+                "encoder_epochs": encoder_epochs})
+        print({k: rows[-1].get(k) for k in COLUMNS}, flush=True)
+    return rows
+
+
+def score_mode(name, mode, m, eval_s, args, data, mapping, eval_config, test,
+               cfg, g, d, encoder, labels, lesions, band, true_artifacts,
+               train_patches, counted, sigmas) -> Dict:
+    """The row of one condition scored in one mode (`m`: its metrics.json)."""
+    # The maps of the same evaluation: the test scans scored again with the
+    # same configs (seeded, so the scores must agree with image_scores.csv).
+    s = score_image_set(test, g, d, cfg, data, mapping, aggregate="map_max",
+                        progress=False, map_sigma=args.map_sigma,
+                        map_smoothing=args.map_smoothing,
+                        encoder=encoder if mode != "iterative" else None)
+    with open(os.path.join(eval_config.output_dir, "image_scores.csv")) as f:
+        rows = list(csv.DictReader(f))
+    evaluated = np.array([float(r["anomaly_score"]) for r in rows])
+    if not np.allclose(evaluated, s.image_scores, rtol=1e-4, atol=1e-5):
+        raise RuntimeError(
+            f"{name}/{mode}: re-scoring the test scans gave other image "
+            f"scores than run_evaluate (max abs difference "
+            f"{np.max(np.abs(evaluated - s.image_scores)):.3g}); the maps "
+            f"analysed here would not be the evaluated ones.")
+    n = len(labels)
+    counts = np.bincount(s.patches.image_index, minlength=n)
+    valid, roi = s.patches.valid_masks, s.patches.roi_masks
+    ious = np.array([iou(roi[i], band[i]) for i in range(n)])
+
     pca_recon = pca_reconstructions(train_patches, s.patches.patches,
                                     args.pca_k)
     pca_diff = s.patches.patches.astype(np.float64) - pca_recon
@@ -287,11 +433,8 @@ def run_condition(name: str, artifacts: bool, norm: str, args,
     raw = stitch_maps(s.mapping.residual_map, s.patches, n)
     raw_top = top_pixel_stats(raw, valid, roi, lesions, labels)
 
-    counted = count_checks(data, args.count_scans)
-
     # Raw against smoothed maps, from this one mapping (and PCA's maps of
     # the same patches).
-    sigmas = [float(v) for v in args.variant_sigmas.split(",")]
     variants = map_variant_rows(s.residuals, "", sigmas, valid, roi,
                                 lesions, labels)
     pca_residuals = maps_lib.residual_maps(
@@ -300,11 +443,12 @@ def run_condition(name: str, artifacts: bool, norm: str, args,
     variants += map_variant_rows(pca_residuals, "pca_", pca_sigmas, valid,
                                  roi, lesions, labels, normalised=False)
     for v in variants:
-        v["condition"] = name
+        v["condition"], v["mode"] = name, mode
 
     image_auroc = float(m["image_auroc"])
-    row = {
+    return {
         "condition": name,
+        "mode": mode,
         "image_auroc": image_auroc,
         "image_auroc_se": auroc_se(image_auroc, int(labels.sum()),
                                    int((labels == 0).sum())),
@@ -335,19 +479,19 @@ def run_condition(name: str, artifacts: bool, norm: str, args,
         "n_normal": m["n_normal"], "n_anomalous": m["n_anomalous"],
         "n_test_patches": m["n_patches"],
         "n_train_patches": int(len(train_patches)),
-        "train_s": round(t1 - t0, 1), "eval_s": round(t2 - t1, 1),
+        "eval_s": round(eval_s, 1),
         "map": m.get("map"), "metrics_by_map": m.get("metrics_by_map"),
         "map_variants": variants,
     }
-    print({k: row[k] for k in COLUMNS}, flush=True)
-    return row
 
 
 def transposed_markdown(rows: List[Dict]) -> str:
-    """One line per measure, one column per condition (for BENCHMARKS.md)."""
-    lines = ["| measure | " + " | ".join(r["condition"] for r in rows) + " |",
+    """One line per measure, one column per condition and mode (for
+    BENCHMARKS.md)."""
+    lines = ["| measure | " + " | ".join(
+        f"{r['condition']} {r['recipe']} {r['mode']}" for r in rows) + " |",
              "|---|" + "---|" * len(rows)]
-    for c in COLUMNS[1:]:
+    for c in COLUMNS[2:]:
         lines.append(f"| {c} | " + " | ".join(
             _common.format_table([r], [c]).splitlines()[-1].strip()
             for r in rows) + " |")
@@ -373,6 +517,28 @@ def main(argv=None) -> None:
                    help="test-split scans whose patch counts are checked "
                         "against the label (ROI only, no mapping)")
     p.add_argument("--conditions", default=",".join(c[0] for c in CONDITIONS))
+    p.add_argument("--mode", default="iterative",
+                   help="comma list of mapping modes scored on the same "
+                        f"model: {', '.join(MODES)}")
+    p.add_argument("--encoder_epochs", type=int, default=20,
+                   help="epochs of the f-AnoGAN encoder (modes encoder, "
+                        "hybrid)")
+    # The GAN recipe (defaults: the paper's DCGAN with a BatchNorm D).
+    p.add_argument("--gan_loss", default="dcgan",
+                   choices=("dcgan", "wgan_gp", "hinge"))
+    p.add_argument("--d_norm", default="auto",
+                   help="D's normalisation (auto: batch for dcgan/hinge "
+                        "without spectral norm, else none)")
+    p.add_argument("--spectral_norm", action="store_true")
+    p.add_argument("--r1_gamma", type=float, default=0.0,
+                   help="R1 penalty on real images (0: off)")
+    p.add_argument("--g_ema", type=float, default=0.0,
+                   help="decay of G's weight average (0: off)")
+    p.add_argument("--mode_seeking", type=float, default=0.0)
+    p.add_argument("--n_critic", type=int, default=0,
+                   help="D steps per G step (0: 5 for wgan_gp, else 1)")
+    p.add_argument("--g_lr", type=float, default=2e-4)
+    p.add_argument("--d_lr", type=float, default=2e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--map_sigma", type=float, default=0.0,
                    help="the evaluation's --map_sigma (metrics.json, "
@@ -394,15 +560,20 @@ def main(argv=None) -> None:
         args.base_filters, args.epochs = 8, 2
         args.num_train, args.oct_num_test, args.num_test = 40, 16, 8
         args.mapping_steps, args.count_scans = 20, 64
+        args.encoder_epochs = min(args.encoder_epochs, 2)
     wanted = args.conditions.split(",")
     unknown = sorted(set(wanted) - {c[0] for c in CONDITIONS})
     if unknown:
         p.error(f"unknown --conditions {unknown}; choose from "
                 f"{[c[0] for c in CONDITIONS]}")
+    bad_modes = sorted(set(args.mode.split(",")) - set(MODES))
+    if bad_modes:
+        p.error(f"unknown --mode {bad_modes}; choose from {list(MODES)}")
     work = args.work_dir or tempfile.mkdtemp(prefix="oct_artifacts-")
     print(f"Models and evaluations in {work}", flush=True)
-    rows: List[Dict] = [run_condition(name, art, norm, args, work)
-                        for name, art, norm in CONDITIONS if name in wanted]
+    rows: List[Dict] = [row for name, art, norm in CONDITIONS
+                        if name in wanted
+                        for row in run_condition(name, art, norm, args, work)]
     print()
     print(_common.format_table(rows, COLUMNS))
     print()
@@ -410,15 +581,19 @@ def main(argv=None) -> None:
     variant_rows = [v for r in rows for v in r["map_variants"]]
     print()
     print(_common.format_table(variant_rows, MAP_COLUMNS))
+    label = recipe_label(recipe_of(args))
     name = ("oct_artifacts" + (f"_{args.tag}" if args.tag else "") +
+            (f"_{label}_{args.mode.replace(',', '-')}"
+             if (label, args.mode) != ("dcgan_batch", "iterative") else "") +
             ("_quick" if args.quick else ""))
     paths = _common.write_results(
         _common.DEFAULT_OUTPUT_DIR, name,
         [{k: v for k, v in r.items() if not isinstance(v, (dict, list))}
          for r in rows],
         {"args": vars(args), "machine": _common.machine_info(),
-         "by_aggregate": {r["condition"]: r["image_auroc_by_aggregate"]
-                          for r in rows},
+         "by_aggregate": {(r["condition"] if "," not in args.mode else
+                           f"{r['condition']}/{r['mode']}"):
+                          r["image_auroc_by_aggregate"] for r in rows},
          "map_variants": variant_rows})
     print("Wrote", ", ".join(paths))
 
