@@ -150,7 +150,7 @@ def save_anomaly_map_grid(path: str, images, maps, masks=None,
         name = ids[i] if ids is not None else str(i)
         extra = ""
         if scores is not None:
-            extra += f"  A={float(scores[i]):.1f}"
+            extra += f"  score={float(scores[i]):.4g}"
         if labels is not None:
             extra += "  (anomalous)" if int(labels[i]) else "  (normal)"
         axes[i, 0].set_title(f"{name}{extra}", fontsize=8, loc="left")
