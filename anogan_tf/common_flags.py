@@ -62,6 +62,11 @@ flags.DEFINE_enum("roi", "none", ["none", "retina"],
                   "filled in patches and never score).")
 flags.DEFINE_float("roi_min_coverage", 0.5,
                    "Fraction of a patch that must lie inside the ROI.")
+flags.DEFINE_integer("max_patches_per_image", 4096,
+                     "Stop with an error when one image would be cut into "
+                     "more patches than this (each is mapped separately, so "
+                     "a huge image costs hours); 0: no limit. --resize "
+                     "shrinks the images instead.")
 flags.DEFINE_list("resize", None,
                   "Resize every full image to H,W (e.g. 256,256). Needed when a "
                   "folder holds images of mixed sizes.")
@@ -297,6 +302,7 @@ def data_config_from_flags(image_size: Optional[int] = None,
         image_size=image_size or FLAGS.image_size,
         patch_size=FLAGS.patch_size, patch_stride=FLAGS.patch_stride,
         roi=FLAGS.roi, roi_min_coverage=FLAGS.roi_min_coverage,
+        max_patches_per_image=FLAGS.max_patches_per_image,
         resize=_resize(), normal_class=FLAGS.normal_class,
         skip_bad_files=FLAGS.skip_bad_files, seed=FLAGS.seed,
         oct_height=FLAGS.oct_height, oct_width=FLAGS.oct_width,

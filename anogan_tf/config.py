@@ -121,6 +121,8 @@ class DataConfig:
         band of OCT B-scans (data/roi.py: padding and border artefacts are
         masked first, filled in patches and never score).
       roi_min_coverage: Fraction of a patch that must lie in the ROI.
+      max_patches_per_image: Refuse images that tile into more patches
+        than this (a cost guard against huge images; 0: no limit).
       resize: Optional (height, width) every full image is resized to.
       normal_class: The normal class (digit 0..9) of `digits` and `glyphs`.
       skip_bad_files: Skip (and count) unreadable files instead of failing.
@@ -152,6 +154,7 @@ class DataConfig:
     patch_stride: int = 0
     roi: str = "none"
     roi_min_coverage: float = 0.5
+    max_patches_per_image: int = 4096
     resize: Optional[Tuple[int, int]] = None
     normal_class: int = 0
     skip_bad_files: bool = False
@@ -169,6 +172,11 @@ class DataConfig:
     glyphs_num_test: int = 400
 
     def __post_init__(self):
+        if self.max_patches_per_image < 0:
+            raise ConfigError(
+                f"max_patches_per_image must be >= 0 (0: no limit), got "
+                f"{self.max_patches_per_image}. Pass e.g. "
+                f"--max_patches_per_image=4096.")
         if not 0.0 < self.calibration_fraction < 1.0:
             raise ConfigError(
                 f"calibration_fraction must be in (0, 1) (0.1 holds out 10% "

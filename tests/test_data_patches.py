@@ -1,8 +1,11 @@
 """Tests of patch extraction, ROI selection and map stitching."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
+from anogan_tf.config import ConfigError, DataConfig
 from anogan_tf.data import (DataError, ImageSet, PatchSet, extract_patches,
                             generate_oct, retina_roi_mask, stitch_coverage,
                             stitch_maps)
@@ -140,3 +143,37 @@ def test_bad_patch_arguments():
         extract_patches(_images(), 8, 8, 8, min_coverage=1.5)
     with pytest.raises(DataError, match="--patch_stride"):
         extract_patches(_images(), 8, 0, 8)
+
+
+def test_image_cut_into_too_many_patches_is_refused_naming_the_flag():
+    images = _images(h=20, w=28)  # patch 8, stride 8: 3 x 4 = 12 patches
+    with pytest.raises(DataError) as e:
+        extract_patches(images, 8, 8, 8, max_patches_per_image=11)
+    message = str(e.value)
+    assert "'img0'" in message and "20x28" in message
+    assert "12 patches" in message
+    assert "--max_patches_per_image=11" in message
+    assert "--max_patches_per_image=12" in message  # the override
+    assert "--resize" in message
+    # At the limit, and with 0 (no limit), every patch is cut.
+    assert len(extract_patches(images, 8, 8, 8, max_patches_per_image=12)) == 24
+    assert len(extract_patches(images, 8, 8, 8, max_patches_per_image=0)) == 24
+    with pytest.raises(DataError, match="max_patches_per_image must be >= 0"):
+        extract_patches(images, 8, 8, 8, max_patches_per_image=-1)
+
+
+def test_training_refuses_images_over_the_patch_limit():
+    from anogan_tf.training.run import training_patches
+    # 64x64 scans at patch 16, stride 4: 13 x 13 = 169 patches each.
+    data = DataConfig(dataset="synthetic_oct", image_size=16, patch_size=16,
+                      patch_stride=4, oct_height=64, oct_width=64,
+                      oct_num_train=2, oct_num_test=2,
+                      max_patches_per_image=100)
+    with pytest.raises(DataError, match="169 patches.*"
+                       "--max_patches_per_image=100"):
+        training_patches(data)
+    train, _ = training_patches(
+        dataclasses.replace(data, max_patches_per_image=169))
+    assert len(train) == 2 * 169
+    with pytest.raises(ConfigError, match="--max_patches_per_image"):
+        DataConfig(max_patches_per_image=-5)

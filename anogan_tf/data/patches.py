@@ -35,6 +35,7 @@ from anogan_tf.data.roi import retina_band, retina_roi_mask
 
 __all__ = [
     "ROI_MODES",
+    "MAX_PATCHES_PER_IMAGE",
     "patch_positions",
     "extract_patches",
     "retina_roi_mask",
@@ -44,6 +45,10 @@ __all__ = [
 ]
 
 ROI_MODES = ("none", "retina")
+# Default cap on the patches one image is cut into (--max_patches_per_image):
+# a 1024x1024 image at patch 64, stride 16 gives 3,721; an 8000x8000 one
+# would give 249,001 (about 4 GB of float32 patches and hours of mapping).
+MAX_PATCHES_PER_IMAGE = 4096
 
 
 def patch_positions(length: int, patch_size: int, stride: int) -> List[int]:
@@ -106,9 +111,26 @@ def _check_fits(images: ImageSet, patch_size: int) -> None:
             f"images with --resize=H,W (H, W >= {patch_size}).")
 
 
+def _check_patch_count(images: ImageSet, count: int, patch_size: int,
+                       stride: int, max_patches_per_image: int) -> None:
+    if max_patches_per_image and count > max_patches_per_image:
+        h, w = images.image_shape
+        first = images.ids[0] if len(images) else "(no images)"
+        raise DataError(
+            f"Image {first!r} is {h}x{w} pixels and would be cut into {count} "
+            f"patches of {patch_size}x{patch_size} at stride {stride}, more "
+            f"than --max_patches_per_image={max_patches_per_image} (each "
+            f"patch is mapped to z separately, so this would be slow and "
+            f"large). Shrink the images with --resize=H,W, take a larger "
+            f"--patch_stride or --patch_size, or raise the limit with "
+            f"--max_patches_per_image={count} (0: no limit).")
+
+
 def extract_patches(images: ImageSet, patch_size: int, stride: int,
                     model_size: int, roi: str = "none",
-                    min_coverage: float = 0.5) -> PatchSet:
+                    min_coverage: float = 0.5,
+                    max_patches_per_image: int = MAX_PATCHES_PER_IMAGE
+                    ) -> PatchSet:
     """Tiles every image into patches of the model input size.
 
     Args:
@@ -123,6 +145,8 @@ def extract_patches(images: ImageSet, patch_size: int, stride: int,
         minus artefacts) is >= `min_coverage` (an image left with no patch
         keeps its best-covered one, so every image is scored).
       min_coverage: Minimum ROI share of a kept patch, in [0, 1].
+      max_patches_per_image: Refuse images that tile into more patches
+        than this (before the ROI selection); 0: no limit.
 
     Returns:
       A PatchSet ordered image by image, row-major within an image;
@@ -130,8 +154,8 @@ def extract_patches(images: ImageSet, patch_size: int, stride: int,
       roi="retina" it carries `valid_masks` and `roi_masks`.
 
     Raises:
-      DataError: the images are smaller than the patch, or an argument is
-        out of range.
+      DataError: the images are smaller than the patch, tile into more than
+        `max_patches_per_image` patches, or an argument is out of range.
     """
     if patch_size < 1 or stride < 1 or model_size < 1:
         raise DataError(
@@ -146,10 +170,17 @@ def extract_patches(images: ImageSet, patch_size: int, stride: int,
         raise DataError(
             f"min_coverage must lie in [0, 1], got {min_coverage}. Pass e.g. "
             f"--roi_min_coverage=0.5.")
+    if max_patches_per_image < 0:
+        raise DataError(
+            f"max_patches_per_image must be >= 0 (0: no limit), got "
+            f"{max_patches_per_image}. Pass e.g. --max_patches_per_image="
+            f"{MAX_PATCHES_PER_IMAGE}.")
     _check_fits(images, patch_size)
     h, w = images.image_shape
     ys_axis = patch_positions(h, patch_size, stride)
     xs_axis = patch_positions(w, patch_size, stride)
+    _check_patch_count(images, len(ys_axis) * len(xs_axis), patch_size,
+                       stride, max_patches_per_image)
     grid = [(y, x) for y in ys_axis for x in xs_axis]
     patched = len(grid) > 1
 

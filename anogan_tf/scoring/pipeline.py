@@ -168,7 +168,9 @@ def score_image_set(images: ImageSet, generator, discriminator,
     patches = extract_patches(images, data_config.effective_patch_size,
                               data_config.effective_patch_stride,
                               model_config.image_size, roi=data_config.roi,
-                              min_coverage=data_config.roi_min_coverage)
+                              min_coverage=data_config.roi_min_coverage,
+                              max_patches_per_image=(
+                                  data_config.max_patches_per_image))
     mapper = LatentMapper(generator, discriminator,
                           MappingParams.create(model_config, mapping_config),
                           # Same scores at any batch size; this one pads least.

@@ -79,7 +79,8 @@ def _patches_of(images, data_config: DataConfig) -> np.ndarray:
     return extract_patches(
         images, data_config.effective_patch_size,
         data_config.effective_patch_stride, data_config.image_size,
-        roi=data_config.roi, min_coverage=data_config.roi_min_coverage).patches
+        roi=data_config.roi, min_coverage=data_config.roi_min_coverage,
+        max_patches_per_image=data_config.max_patches_per_image).patches
 
 
 def training_patches(data_config: DataConfig, holdout_fraction: float = 0.0
