@@ -10,7 +10,6 @@ image size come from the server's signature metadata. Writes
 patches bigger images. See docs/serving.md.
 """
 
-import sys
 
 from absl import app, flags, logging
 
@@ -32,8 +31,7 @@ def main(argv):
                 progress=lambda done, total: logging.info(
                     "scored %d/%d images", done, total))
     except (InputError, ServingError, ValueError, OSError) as e:
-        logging.error("%s", e)
-        sys.stderr.write(f"anogan-client: error: {e}\n")
+        cf.report_error("anogan-client", e)
         return 1
     print(scores.csv_path, flush=True)
     return 0

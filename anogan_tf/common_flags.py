@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import tempfile
 from typing import Optional, Tuple
 
-from absl import flags
+from absl import flags, logging
 
 from anogan_tf import config as config_lib
 
 __all__ = [
     "FLAGS",
+    "report_error",
     "data_config_from_flags",
     "model_config_from_flags",
     "resolve_d_norm",
@@ -539,3 +541,20 @@ def resolved_flags_text() -> str:
         lines.append(flag.serialize())
     return "# Resolved anogan_tf flags; replay with --flagfile=<this file>.\n" + \
         "\n".join(sorted(lines)) + "\n"
+
+
+def report_error(program: str, error: BaseException) -> None:
+    """Reports a binary's fatal error once, as `<program>: error: <message>`.
+
+    The line goes to stderr. absl logs to stderr too unless it writes a log
+    file (--log_dir), so the error is logged only then: logging it as well
+    printed every message twice (issue 14).
+
+    Args:
+      program: The binary's name, e.g. "anogan-train".
+      error: The exception whose message is reported.
+    """
+    handler = logging.get_absl_handler().python_handler
+    if handler.stream is not sys.stderr and not FLAGS["logtostderr"].value:
+        logging.error("%s", error)
+    sys.stderr.write(f"{program}: error: {error}\n")

@@ -294,7 +294,8 @@ class MappingConfig:
     """Latent mapping z* = argmin_z (1-lambda) L_R + lambda L_D (paper, eq. 3-5).
 
     Attributes:
-      steps: Gradient steps Gamma (the paper: 500).
+      steps: Gradient steps Gamma (the paper: 500); >= 1 unless mode is
+        "encoder" (which takes none).
       lr: Adam learning rate on z.
       beta_1, beta_2, epsilon: Adam constants.
       lambda_weight: lambda in (1-lambda) L_R + lambda L_D (the paper: 0.1).
@@ -363,6 +364,13 @@ class MappingConfig:
         if self.mode not in ("iterative", "encoder", "hybrid"):
             raise ConfigError(
                 f"mode must be iterative|encoder|hybrid, got {self.mode!r}.")
+        if self.steps == 0 and self.mode != "encoder":
+            # Zero steps would score the random initial z, not z*.
+            raise ConfigError(
+                f"--mapping_steps=0 with --mode={self.mode} would score a "
+                f"random z instead of the mapped z*; expected >= 1 steps "
+                f"(the paper: 500). Pass e.g. --mapping_steps=100, or "
+                f"--mode=encoder to score z = E(x) without mapping steps.")
         if self.conv_impl not in ("auto", "native", "phase"):
             raise ConfigError(
                 f"mapping_conv_impl must be auto|native|phase, got "

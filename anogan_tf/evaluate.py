@@ -10,7 +10,6 @@ Scoring settings not given as flags come from <model_dir>/detector.json
 then recorded there, for anogan-score.
 """
 
-import sys
 
 from absl import app, flags, logging
 
@@ -38,7 +37,7 @@ def main(argv):
         metrics = run_evaluate(FLAGS.model_dir, data_config, mapping_config,
                                eval_config, write_detector=True)
     except (ConfigError, DataError, ValueError) as e:
-        sys.stderr.write(f"anogan-evaluate: error: {e}\n")
+        cf.report_error("anogan-evaluate", e)
         return 1
     print(f"\nEvaluation of {FLAGS.model_dir} on {data_config.dataset} "
           f"({mapping_config.steps} mapping steps"

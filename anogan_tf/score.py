@@ -13,7 +13,6 @@ the log says which value came from where. With the recorded threshold,
 image_scores.csv has "threshold" and "is_anomalous" (and "p_value").
 """
 
-import sys
 
 from absl import app, flags, logging
 
@@ -36,7 +35,7 @@ def main(argv):
                             eval_config, inputs=FLAGS.inputs,
                             save_maps=FLAGS.save_maps, detector=detector)
     except (ConfigError, DataError, ValueError) as e:
-        sys.stderr.write(f"anogan-score: error: {e}\n")
+        cf.report_error("anogan-score", e)
         return 1
     print(f"Scored {summary['num_images']} images ({summary['num_patches']} "
           f"model inputs, {summary['inputs_per_second']:.1f} inputs/s); wrote "

@@ -21,7 +21,6 @@ for --stage=encoder a mode that does not use the encoder.
 
 import dataclasses
 import os
-import sys
 
 from absl import app, flags, logging
 
@@ -61,8 +60,7 @@ def main(argv):
             logging.info("--stage=all: training the encoder for this GAN.")
             return _train_encoder(train_encoder)
     except (ConfigError, DataError, TrainingDivergedError, RuntimeError) as e:
-        logging.error("%s", e)
-        sys.stderr.write(f"anogan-train: error: {e}\n")
+        cf.report_error("anogan-train", e)
         return 1
     return 0
 

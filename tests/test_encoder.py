@@ -99,7 +99,7 @@ def test_encoder_training_reduces_its_loss(trained):
 def test_encoder_mode_recovers_known_latents(trained):
     _, config, g, d, encoder, untrained, _ = trained
     z0, x = _samples(g, 8, seed=5, low=-0.8, high=0.8)
-    p = MappingParams.create(config, MappingConfig(steps=0))
+    p = MappingParams.create(config, MappingConfig(mode="encoder", steps=0))
 
     def run(e):
         return LatentMapper(g, d, p, batch_size=8, jit_compile=False,
@@ -123,7 +123,8 @@ def test_encoder_score_is_image_mse_plus_kappa_feature_mse(trained):
     x = np.clip(np.random.default_rng(7).normal(0, 0.3, (3, 32, 32, 1)),
                 -1, 1).astype(np.float32)
     kappa = 2.5
-    p = MappingParams.create(config, MappingConfig(steps=0, kappa=kappa))
+    p = MappingParams.create(config, MappingConfig(mode="encoder", steps=0,
+                                                     kappa=kappa))
     out = LatentMapper(g, d, p, batch_size=4, jit_compile=True, encoder=encoder,
                        mode="encoder").map(x, progress=False)
     z = encoder(x, training=False).numpy()

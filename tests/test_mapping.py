@@ -1,5 +1,7 @@
 """Invariants of the latent mapping (issue: AnoGAN core)."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -160,7 +162,9 @@ def test_mapping_loss_falls_and_known_latent_is_recovered(models):
     rng = np.random.default_rng(3)
     z0 = rng.uniform(-0.8, 0.8, (4, 16)).astype(np.float32)
     x = g(z0, training=False).numpy()
-    start = LatentMapper(g, d, params(steps=0), batch_size=4,
+    # Zero steps (refused in a MappingConfig) give the loss at the start z.
+    start = LatentMapper(g, d, dataclasses.replace(params(), steps=0),
+                         batch_size=4,
                          jit_compile=False).map(x, progress=False)
     losses = [start.mapping_loss]
     for steps in (50, 400):
@@ -243,3 +247,17 @@ def test_synthetic_anomalies_score_higher_on_a_tiny_trained_model(tmp_path):
     assert a_bright.mean() > a_normal.mean()
     # Paired: most individual patches score higher with the lesion.
     assert np.mean(a_lesion > a_normal) >= 0.75
+
+
+def test_zero_mapping_steps_is_refused_unless_the_mode_is_encoder():
+    for mode in ("iterative", "hybrid"):
+        with pytest.raises(ConfigError) as e:
+            MappingConfig(steps=0, mode=mode)
+        message = str(e.value)
+        assert f"--mapping_steps=0 with --mode={mode}" in message
+        assert "random z" in message and "--mode=encoder" in message
+        assert MappingConfig(steps=1, mode=mode).steps == 1
+    # Encoder mode takes no mapping steps: z = E(x).
+    assert MappingConfig(steps=0, mode="encoder").steps == 0
+    with pytest.raises(ConfigError, match=">= 0"):
+        MappingConfig(steps=-1, mode="encoder")

@@ -201,6 +201,18 @@ def test_binary_reports_bad_input_without_traceback(tmp_path):
     assert p.returncode == 1 and "multiple of 16" in p.stderr
 
 
+def test_binary_prints_a_config_error_once(tmp_path):
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    p = _run([f"--model_dir={tmp_path / 'M'}", "--image_size=33"], repo)
+    assert p.returncode == 1 and "Traceback" not in p.stderr
+    # It was printed twice: by absl logging (to stderr) and as the error line.
+    assert p.stderr.count("got 33") == 1, p.stderr
+    errors = [l for l in p.stderr.splitlines()
+              if l.startswith("anogan-train: error:")]
+    assert len(errors) == 1 and "multiple of 16" in errors[0]
+    assert not os.path.exists(tmp_path / "M" / "config.json")
+
+
 def test_mode_seeking_adds_its_term_to_the_generator_loss():
     x = np.random.default_rng(0).uniform(-1, 1, (8, 32, 32, 1)).astype(
         np.float32)

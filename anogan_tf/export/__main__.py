@@ -8,7 +8,6 @@ signatures serving_default, serving_uint8 and generate; the mapping flags
 are fixed into the graph. See docs/serving.md.
 """
 
-import sys
 
 from absl import app, flags, logging
 
@@ -29,8 +28,7 @@ def main(argv):
                                    mapping_config, version=FLAGS.version,
                                    export_xla=FLAGS.export_xla)
     except (ConfigError, OSError) as e:
-        logging.error("%s", e)
-        sys.stderr.write(f"anogan-export: error: {e}\n")
+        cf.report_error("anogan-export", e)
         return 1
     print(version_dir, flush=True)
     return 0
