@@ -409,3 +409,24 @@ def test_evaluate_in_encoder_mode_also_reports_the_papers_iterative_score(
         EvalConfig(output_dir=str(tmp_path / "off"), num_test=6,
                    paper_score=False), progress=False)
     assert "paper_iterative" not in off["image_auroc_by_score"]
+
+
+def test_export_in_an_encoder_mode_needs_the_encoder_and_names_its_signature(
+        trained, tmp_path):
+    """A flagfile's --mode=encoder|hybrid exports: serving_default stays the
+    iterative score and the mode's own signature is there; without an
+    encoder the error says how to train one."""
+    md = trained[0]
+    for mode, signature in (("encoder", "score_fast"),
+                            ("hybrid", "score_hybrid")):
+        version_dir = export_model(
+            md, str(tmp_path / mode), MappingConfig(mode=mode, steps=2,
+                                                    restarts=1))
+        loaded = tf.saved_model.load(version_dir)
+        assert {"serving_default", signature} <= set(loaded.signatures)
+    bare = tmp_path / "no_encoder"
+    serving_server.make_tiny_model_dir(str(bare), seed=0)
+    with pytest.raises(ConfigError, match="score_fast.*--stage=encoder"):
+        export_model(str(bare), str(tmp_path / "x"),
+                     MappingConfig(mode="encoder", steps=2, restarts=1))
+    assert not os.path.exists(tmp_path / "x")

@@ -355,6 +355,22 @@ def test_corrupt_model_file_is_a_config_error(model_dir, tmp_path):
     assert str(broken / "generator.keras") in str(e.value)
 
 
+def test_export_dir_that_is_a_file_is_a_clear_config_error(model_dir,
+                                                          tmp_path):
+    target = tmp_path / "models"
+    target.write_bytes(b"keep me")
+    for export_dir, phrase in ((target, "is a file"),
+                               (target / "sub", "which is a file")):
+        with pytest.raises(ConfigError) as e:
+            export_model(model_dir, str(export_dir), CHEAP)
+        message = str(e.value)
+        assert f"--export_dir={str(export_dir)!r}" in message
+        assert phrase in message and "expected a folder" in message
+        assert "Errno" not in message
+    assert target.read_bytes() == b"keep me"
+    assert os.listdir(tmp_path) == ["models"]
+
+
 def test_binary_exports_an_explicit_version_and_reports_errors(model_dir,
                                                                tmp_path):
     export_dir = tmp_path / "models"

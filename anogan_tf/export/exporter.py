@@ -76,6 +76,25 @@ def existing_versions(export_dir: str) -> Tuple[int, ...]:
         and os.path.isdir(os.path.join(export_dir, name))))
 
 
+def _check_export_dir(export_dir: str) -> None:
+    """Fails early when `export_dir` (or a parent of it) is not a folder."""
+    path = os.path.abspath(export_dir)
+    while path and not os.path.exists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            return
+        path = parent
+    if not os.path.isdir(path):
+        what = ("is a file" if os.path.abspath(export_dir) == path
+                else f"is inside {path!r}, which is a file")
+        raise ConfigError(
+            f"--export_dir={export_dir!r} {what}; expected a folder (existing "
+            f"or to be created) that holds the numbered versions, "
+            f"<export_dir>/1/, <export_dir>/2/, ... Pass a folder path, e.g. "
+            f"--export_dir={os.path.join(os.path.dirname(path), 'saved_models')}"
+            f", or move the file away.")
+
+
 def next_version(export_dir: str) -> int:
     """1 + the highest existing version (1 for an empty export_dir)."""
     versions = existing_versions(export_dir)
@@ -127,6 +146,10 @@ def _write_info(path: str, model_dir: str, model_config: ModelConfig,
         json.dump(info, f, indent=2, sort_keys=True)
 
 
+# The signature that scores like each non-iterative --mode.
+_MODE_SIGNATURES = {"encoder": "score_fast", "hybrid": "score_hybrid"}
+
+
 def export_model(model_dir: str, export_dir: str,
                  mapping_config: MappingConfig, version: int = 0,
                  export_xla: bool = False) -> str:
@@ -143,8 +166,11 @@ def export_model(model_dir: str, export_dir: str,
         discriminator.keras).
       export_dir: The base folder TF Serving watches (created if missing).
       mapping_config: Mapping steps, lr, lambda, restarts, seed, score, ...
-        (`mode` must be "iterative"; `batch_size` and `jit_compile` do not
-        apply: any batch size is accepted and TF Serving has no XLA).
+        (`mode` "encoder" or "hybrid" needs the model dir's encoder and
+        names the signature that scores like the detector, score_fast or
+        score_hybrid; serving_default is the iterative mapping in every
+        mode; `batch_size` and `jit_compile` do not apply: any batch size
+        is accepted and TF Serving has no XLA).
       version: The version folder; 0 picks 1 + the highest existing one.
       export_xla: Also export the XLA-compiled `*_xla` twins.
 
@@ -152,19 +178,31 @@ def export_model(model_dir: str, export_dir: str,
       The written version folder, `<export_dir>/<version>`.
 
     Raises:
-      ConfigError: the model dir is missing or corrupt, the version exists
+      ConfigError: the model dir is missing or corrupt, `export_dir` is a
+        file (or inside one) or cannot be created, the version exists
         already or is negative, or the mapping mode needs an encoder.
     """
     if version < 0:
         raise ConfigError(f"version must be >= 0 (0: the next integer), got "
                           f"{version}.")
-    if mapping_config.mode != "iterative":
-        raise ConfigError(
-            f"Only --mode=iterative can be exported so far, got "
-            f"{mapping_config.mode!r}; the encoder signatures (score_fast, "
-            f"score_hybrid) come with the encoder.")
+    _check_export_dir(export_dir)
     model_config, generator, discriminator, encoder = load_trained_models(
         model_dir)
+    if mapping_config.mode != "iterative":
+        # serving_default is always the paper's iterative score; the
+        # encoder modes are their own signatures.
+        if encoder is None:
+            raise ConfigError(
+                f"--mode={mapping_config.mode} is scored by the signature "
+                f"{_MODE_SIGNATURES[mapping_config.mode]}, which needs the "
+                f"f-AnoGAN encoder, but {model_dir} has no encoder.keras. "
+                f"Train one with `anogan-train --stage=encoder "
+                f"--model_dir={model_dir}`, or export with --mode=iterative.")
+        logging.info(
+            "The detector scores in --mode=%s: clients call the signature "
+            "%s; serving_default keeps the paper's iterative mapping (%d "
+            "steps).", mapping_config.mode,
+            _MODE_SIGNATURES[mapping_config.mode], mapping_config.steps)
     if version == 0:
         version = next_version(export_dir)
     final_dir = os.path.join(export_dir, str(version))
@@ -173,7 +211,12 @@ def export_model(model_dir: str, export_dir: str,
             f"{final_dir} already exists; an exported version is never "
             f"overwritten. Pass --version={next_version(export_dir)} (or "
             f"--version=0 for the next one), or delete the folder.")
-    os.makedirs(export_dir, exist_ok=True)
+    try:
+        os.makedirs(export_dir, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(
+            f"Cannot create the export folder {export_dir!r}: {e}. Pass an "
+            f"--export_dir you can write to.") from e
 
     params = MappingParams.create(model_config, mapping_config)
     context = signatures.ExportContext(
