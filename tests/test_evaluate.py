@@ -121,6 +121,24 @@ def test_bad_model_dirs_and_inputs(model_dir, tmp_path):
         score_image_set(imgs, g, d, cfg, DATA, mc, progress=False)
 
 
+def test_bad_inputs_paths_name_the_inputs_flag(tmp_path):
+    from anogan_tf.scoring.pipeline import load_inputs
+    empty = tmp_path / "nothing_here"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not an image")
+    with pytest.raises(DataError) as e:
+        load_inputs([str(empty)], DATA)
+    message = str(e.value)
+    assert str(empty) in message and "no image files" in message
+    assert "--inputs" in message and "--data_path" not in message
+    array = np.zeros((0, 32, 32, 1), np.uint8)
+    np.save(tmp_path / "none.npy", array)
+    for path in (str(tmp_path / "none.npy"), str(tmp_path / "gone.npz")):
+        with pytest.raises(DataError) as e:
+            load_inputs([path], DATA)
+        assert path in str(e.value) and "--data_path" not in str(e.value)
+
+
 def _run(module, args):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     return subprocess.run([sys.executable, "-m", f"anogan_tf.{module}"] + args,

@@ -299,6 +299,18 @@ def _concat(sets: Sequence[ImageSet]) -> ImageSet:
                     tuple(i for s in sets for i in s.ids))
 
 
+def _load_input(data_config: DataConfig, dataset: str,
+                path: str) -> ImageSet:
+    """Loads one --inputs path with the dataset loader for its kind."""
+    try:
+        return load_images(dataclasses.replace(
+            data_config, dataset=dataset, data_path=path), "test")
+    except DataError as e:
+        # The loaders name the flag they usually read the path from; here
+        # the path came from --inputs.
+        raise DataError(str(e).replace("--data_path", "--inputs")) from e
+
+
 def load_inputs(inputs: Optional[Sequence[str]],
                 data_config: DataConfig) -> ImageSet:
     """The images anogan-score scores.
@@ -316,14 +328,11 @@ def load_inputs(inputs: Optional[Sequence[str]],
     sets, files = [], []
     for path in inputs:
         if os.path.isdir(path):
-            sets.append(load_images(dataclasses.replace(
-                data_config, dataset="folder", data_path=path), "test"))
+            sets.append(_load_input(data_config, "folder", path))
         elif path.endswith((".npy", ".npz")):
-            sets.append(load_images(dataclasses.replace(
-                data_config, dataset="npy", data_path=path), "test"))
+            sets.append(_load_input(data_config, "npy", path))
         elif path.endswith((".tfrecord", ".tfrec", ".tfrecords")):
-            sets.append(load_images(dataclasses.replace(
-                data_config, dataset="tfrecord", data_path=path), "test"))
+            sets.append(_load_input(data_config, "tfrecord", path))
         elif os.path.isfile(path) and path.lower().endswith(_IMAGE_EXTENSIONS):
             files.append(path)
         elif not os.path.exists(path):
