@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import keras
 import numpy as np
@@ -136,6 +137,19 @@ def test_checkpoint_kill_and_resume(tmp_path):
     # Nothing left to do: a same-epochs re-run trains nothing.
     again = train_gan(MODEL, DATA, tc, verbose=0)
     assert again.initial_epoch == 3 and again.history == {}
+
+
+def test_training_emits_no_keras_shuffle_warning(tmp_path):
+    from anogan_tf.training import train_encoder
+    tc = TrainConfig(model_dir=str(tmp_path / "m"), batch_size=8, epochs=1,
+                     steps_per_epoch=1, holdout_fraction=0.0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gan = train_gan(MODEL, DATA, tc, verbose=0)
+        encoder = train_encoder(gan.model_dir, DATA, tc, verbose=0)
+    assert gan.epochs_done == 1 and encoder.epochs_done == 1
+    shuffle = [str(w.message) for w in caught if "shuffle" in str(w.message)]
+    assert shuffle == [], shuffle
 
 
 def test_other_architecture_in_same_model_dir_is_refused(tmp_path):

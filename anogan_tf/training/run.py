@@ -157,9 +157,11 @@ def fit_and_record(model: keras.Model, dataset, train_config: TrainConfig,
     at = next((i for i, c in enumerate(callbacks)
                if isinstance(c, cb.EpochCheckpoint)), len(callbacks))
     callbacks.insert(at, cb.HistoryWriter(history_path, initial_epoch))
+    # The tf.data pipeline shuffles already; fit's default shuffle=True
+    # would only warn that it ignores itself.
     history = model.fit(dataset, epochs=train_config.epochs,
                         initial_epoch=initial_epoch, steps_per_epoch=steps,
-                        callbacks=callbacks, verbose=verbose)
+                        callbacks=callbacks, verbose=verbose, shuffle=False)
     return {k: [float(v) for v in vals] for k, vals in history.history.items()}
 
 
