@@ -13,7 +13,8 @@ class, at a fixed training budget:
    one mapping: the paper's A(x), the L1 residual R, the squared residual,
    the feature term D, and R and D standardised by the calibration images'
    mean and standard deviation before they are added;
-3. optionally trains the f-AnoGAN encoder and scores in encoder mode;
+3. optionally trains the f-AnoGAN encoder and scores in encoder mode (the
+   flagfiles' score) and in hybrid mode (mapping started at E(x));
 4. in the same run, scores PCA(32) reconstruction error (squared), fitted
    on exactly the same training images, on exactly the same test images.
 
@@ -23,6 +24,10 @@ Prints a table per set with a mean row and writes
   python benchmarks/oneclass.py --quick
   python benchmarks/oneclass.py                      (all classes, both sets)
   python benchmarks/oneclass.py --sets=glyphs --classes=3,8 --train_seconds=300
+
+The defaults are `flags/digits.cfg`'s recipe (R1 + mode seeking, 40 epochs
+of 50 G steps, a 10-epoch encoder); pass e.g. `--gan_loss=wgan_gp
+--n_critic=5 --r1_gamma=0 --g_lr=1e-4 --d_lr=1e-4` for the previous one.
 """
 
 from __future__ import annotations
@@ -211,30 +216,30 @@ def main(argv=None) -> None:
     p.add_argument("--quick", action="store_true",
                    help="2 classes a set, short training and mapping")
     p.add_argument("--epochs", type=int, default=40)
-    p.add_argument("--train_seconds", type=float, default=300.0,
+    p.add_argument("--train_seconds", type=float, default=0.0,
                    help="training budget per class (stops after the epoch "
                         "that passes it; 0: none)")
-    p.add_argument("--batch_size", type=int, default=64)
-    p.add_argument("--steps_per_epoch", type=int, default=25,
+    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--steps_per_epoch", type=int, default=50,
                    help="G steps per epoch (the same for every set, so a "
                         "small set does not get 2-step epochs)")
-    p.add_argument("--base_filters", type=int, default=32)
+    p.add_argument("--base_filters", type=int, default=16)
     p.add_argument("--latent_dim", type=int, default=100)
-    p.add_argument("--gan_loss", default="wgan_gp")
-    p.add_argument("--d_norm", default="auto")
+    p.add_argument("--gan_loss", default="dcgan")
+    p.add_argument("--d_norm", default="none")
     p.add_argument("--spectral_norm", action="store_true")
     p.add_argument("--n_critic", type=int, default=0)
-    p.add_argument("--g_lr", type=float, default=1e-4)
-    p.add_argument("--d_lr", type=float, default=1e-4)
-    p.add_argument("--mode_seeking", type=float, default=0.0)
+    p.add_argument("--g_lr", type=float, default=2e-4)
+    p.add_argument("--d_lr", type=float, default=2e-4)
+    p.add_argument("--mode_seeking", type=float, default=1.0)
     p.add_argument("--g_ema", type=float, default=0.0,
                    help="decay of G's weight average (0: off)")
-    p.add_argument("--r1_gamma", type=float, default=0.0,
+    p.add_argument("--r1_gamma", type=float, default=10.0,
                    help="R1 penalty on real images (dcgan/hinge; 0: off)")
     p.add_argument("--no_select", action="store_true",
                    help="score the last epoch instead of the selected one")
     p.add_argument("--mapping_steps", type=int, default=100)
-    p.add_argument("--restarts", type=int, default=2)
+    p.add_argument("--restarts", type=int, default=1)
     p.add_argument("--encoder_epochs", type=int, default=10)
     p.add_argument("--glyphs_num_train", type=int, default=2000)
     p.add_argument("--glyphs_num_test", type=int, default=400)
