@@ -170,7 +170,8 @@ flags.DEFINE_float("mode_seeking", 0.0,
 flags.DEFINE_float("g_ema", 0.0,
                    "Decay of an exponential moving average of G's weights "
                    "(e.g. 0.999): the averaged G is what samples, health, "
-                   "selection and generator.keras use; 0: off.")
+                   "selection and generator.keras use; 0: off (at 1000-3000 "
+                   "G steps, 0.999 did worse: BENCHMARKS.md).")
 flags.DEFINE_float("r1_gamma", 0.0,
                    "R1 penalty gamma/2 E||grad D(x)||^2 on real images in D's "
                    "loss (Mescheder et al. 2018), for --gan_loss=dcgan|hinge "

@@ -71,9 +71,11 @@ class GAN(keras.Model):
     moving average of G's weights with decay `ema_decay` (Karras et al.
     2018; Yazici et al. 2019), updated after every G step. It is what the
     sample grids, the health metrics, model selection and the saved
-    generator.keras use (`inference_generator`): the averaged G is smoother
-    and reproduces held-out images better than the last iterate. Its
-    BatchNorm statistics are recomputed for its own weights by
+    generator.keras use (`inference_generator`). Averaging usually helps
+    long runs; at the CPU budgets of benchmarks/oneclass.py (1000-3000 G
+    steps, decay 0.999) it reproduced held-out images worse than the last
+    iterate (BENCHMARKS.md), so it is off by default. Its BatchNorm
+    statistics are recomputed for its own weights by
     `refresh_ema_statistics` (a callback calls it at each epoch end).
 
     Metrics (reset each epoch by fit): d_loss, g_loss, d_real = mean D(x) and
