@@ -1,5 +1,6 @@
 """The f-AnoGAN encoder (issue 5): model, training, modes, export, binary."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -148,7 +149,11 @@ def test_hybrid_starts_at_encoder_and_never_ends_worse(trained):
     x = x.astype(np.float32)
 
     def hybrid(steps):
-        p = MappingParams.create(config, MappingConfig(steps=steps, lr=0.01))
+        # MappingConfig refuses 0 steps outside encoder mode (a user would
+        # score an unmapped z); the start itself is what this test reads.
+        p = dataclasses.replace(MappingParams.create(
+            config, MappingConfig(mode="hybrid", steps=1, lr=0.01)),
+            steps=steps)
         return LatentMapper(g, d, p, batch_size=7, jit_compile=False,
                             encoder=encoder, mode="hybrid").map(x, progress=False)
 
