@@ -732,12 +732,15 @@ def run_evaluate(model_dir: str, data_config: DataConfig,
             eval_config.threshold_percentile)
     result = metrics_lib.image_metrics(labels, scored.image_scores, threshold)
     # Every aggregation's AUROC from the same mapping, for choosing one.
-    by_aggregate = {}
-    for how in ("max", "mean", "topk_mean"):
-        s = metrics_lib.aggregate_patch_scores(
-            scored.mapping.anomaly_score, scored.patches.image_index,
-            len(labels), how, eval_config.topk)
-        by_aggregate[how] = metrics_lib.image_metrics(labels, s, 0.0)["image_auroc"]
+    def auroc_of_patches(values, patches: PatchSet, how: str) -> float:
+        """Image AUROC of per-patch `values` aggregated per image by `how`."""
+        return metrics_lib.image_metrics(labels, metrics_lib.aggregate_patch_scores(
+            values, patches.image_index, len(labels), how, eval_config.topk),
+            0.0)["image_auroc"]
+
+    by_aggregate = {how: auroc_of_patches(scored.mapping.anomaly_score,
+                                          scored.patches, how)
+                    for how in ("max", "mean", "topk_mean")}
     by_aggregate["map_max"] = metrics_lib.image_metrics(
         labels, scored.maps.reshape(len(labels), -1).max(axis=1), 0.0)["image_auroc"]
     result["image_auroc_by_aggregate"] = by_aggregate
@@ -746,26 +749,22 @@ def run_evaluate(model_dir: str, data_config: DataConfig,
     patch_how = ("max" if eval_config.aggregate == "map_max"
                  else eval_config.aggregate)
     result["image_auroc_by_score"] = {
-        name: metrics_lib.image_metrics(labels, metrics_lib.aggregate_patch_scores(
-            values, scored.patches.image_index, len(labels), patch_how,
-            eval_config.topk), 0.0)["image_auroc"]
+        name: auroc_of_patches(values, scored.patches, patch_how)
         for name, values in score_variants(
             scored.mapping, mapping_config.lambda_weight).items()}
     if (mapping_config.mode != "iterative" and eval_config.paper_score
             and mapping_config.steps > 0):
-        # The paper's own score on the same images, always reported.
+        # The paper's own score on the same images, always reported. Only
+        # its patch scores are read, so its maps are left unsmoothed.
         paper = score_image_set(
             test, generator, discriminator, model_config, data_config,
             dataclasses.replace(mapping_config, mode="iterative",
                                 score="anogan"),
             eval_config.aggregate, eval_config.topk, progress=progress,
             label="test, the paper's iterative A(x) (--paper_score)",
-            encoder=None, map_sigma=eval_config.map_sigma,
-            map_smoothing=eval_config.map_smoothing)
-        result["image_auroc_by_score"]["paper_iterative"] = (
-            metrics_lib.image_metrics(labels, metrics_lib.aggregate_patch_scores(
-                paper.mapping.anomaly_score, paper.patches.image_index,
-                len(labels), patch_how, eval_config.topk), 0.0)["image_auroc"])
+            encoder=None)
+        result["image_auroc_by_score"]["paper_iterative"] = auroc_of_patches(
+            paper.mapping.anomaly_score, paper.patches, patch_how)
     if test.masks is not None:
         # Artefact pixels (padding, border lines) are no evidence either way.
         result.update(metrics_lib.pixel_metrics(
