@@ -3,9 +3,9 @@
 from anogan_tf.scoring import calibration, metrics, reports
 from anogan_tf.scoring.calibration import (conformal_p_values,
                                            conformal_threshold)
-from anogan_tf.scoring.pipeline import (ScoredImages, load_inputs, run_evaluate,
-                                        run_score, score_image_set)
+from anogan_tf.scoring.pipeline import load_inputs, run_evaluate, run_score
+from anogan_tf.scoring.scorer import ScoredImages, Scorer, score_image_set
 
 __all__ = ["calibration", "metrics", "reports", "conformal_p_values",
-           "conformal_threshold", "ScoredImages", "score_image_set",
+           "conformal_threshold", "Scorer", "ScoredImages", "score_image_set",
            "load_inputs", "run_score", "run_evaluate"]

@@ -1,8 +1,7 @@
 """Scoring and evaluation: patch -> map -> aggregate/stitch -> files.
 
-`score_image_set` is the in-memory core; `run_score` and `run_evaluate` are
-the library entry points of the `anogan-score` and `anogan-evaluate`
-binaries. They read the model only through the model dir's documented layout.
+`scorer.Scorer` scores; `run_score` and `run_evaluate` are the library
+entry points of the `anogan-score` and `anogan-evaluate` binaries. They read the model only through the model dir's documented layout.
 """
 
 from __future__ import annotations
@@ -17,193 +16,23 @@ from absl import logging
 
 from anogan_tf.config import (ConfigError, DataConfig, EvalConfig,
                               MappingConfig, ModelConfig)
-from anogan_tf.data import (DataError, ImageSet, PatchSet, extract_patches,
-                            load_images, stitch_maps)
+from anogan_tf.data import DataError, ImageSet, PatchSet, load_images, stitch_maps
 from anogan_tf.data.decode import decode_many
 from anogan_tf.data.intensity import normalize_intensity
-from anogan_tf.data.roi import scoring_region
-from anogan_tf.mapping import LatentMapper, MappingParams, MappingResult
-from anogan_tf.mapping.mapper import balanced_batch_size
-from anogan_tf.models import load_encoder, load_model_dir
+from anogan_tf.models import load_model_dir
 from anogan_tf.scoring import calibration as calibration_lib
 from anogan_tf.scoring import detector as detector_lib
 from anogan_tf.scoring import maps as maps_lib
 from anogan_tf.scoring import metrics as metrics_lib
 from anogan_tf.scoring import reports
+from anogan_tf.scoring.scorer import (ScoredImages, Scorer, _load_encoder_for,
+                                      score_image_set)
 
 __all__ = ["ScoredImages", "score_image_set", "load_inputs", "run_score",
            "run_evaluate", "patch_rows", "image_rows", "score_variants",
            "map_variant_metrics"]
 
 _IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-
-
-@dataclasses.dataclass(frozen=True)
-class ScoredImages:
-    """Scores of an ImageSet at patch and image level.
-
-    Attributes:
-      images: The scored ImageSet.
-      patches: Its PatchSet (one patch per image when not patched).
-      mapping: Per-patch MappingResult.
-      image_scores: [N] aggregated anomaly scores.
-      image_residual: [N] aggregated residual scores.
-      image_discrimination: [N] aggregated discrimination scores.
-      maps: [N, H, W] full-resolution anomaly maps (the overlap-averaged
-        residual, smoothed as `map_sigma` and `map_smoothing` say), 0
-        outside `region`; map_max, pixel metrics, anomaly_maps.png and
-        maps/*.npy all read these.
-      seconds: Wall time of the mapping.
-      region: Optional bool [N, H, W], where the maps count (map_max reads
-        only these pixels): with an ROI, the ROI widened by a few rows minus
-        the acquisition artefacts (`data.roi.scoring_region`); None: every
-        pixel.
-      residuals: The stitched absolute and signed residuals the maps were
-        made from (for comparing map variants from the same mapping).
-      map_sigma, map_smoothing: How `maps` were smoothed
-        (`scoring.maps.anomaly_maps`; sigma 0: the raw residual).
-    """
-
-    images: ImageSet
-    patches: PatchSet
-    mapping: MappingResult
-    image_scores: np.ndarray
-    image_residual: np.ndarray
-    image_discrimination: np.ndarray
-    maps: np.ndarray
-    seconds: float
-    region: Optional[np.ndarray] = None
-    residuals: Optional[maps_lib.ResidualMaps] = None
-    map_sigma: float = 0.0
-    map_smoothing: str = "signed"
-
-
-def _check_compatible(images: ImageSet, model_config: ModelConfig,
-                      data_config: DataConfig) -> None:
-    if not len(images.images):
-        raise DataError("No images to score: the input is empty. Point "
-                        "--inputs/--data_path at a folder or file with images.")
-    c = images.images.shape[-1]
-    if c != model_config.channels:
-        raise ConfigError(
-            f"The images have {c} channel(s) but the model expects "
-            f"{model_config.channels}. Pass --channels={model_config.channels} "
-            f"(images are converted on load).")
-    if data_config.image_size != model_config.image_size:
-        raise ConfigError(
-            f"Data image_size {data_config.image_size} != the model's "
-            f"{model_config.image_size}.")
-
-
-def _check_mode(mapping_config: MappingConfig, encoder,
-                model_dir: Optional[str] = None) -> None:
-    """Raises ConfigError when the mode needs an encoder that is missing."""
-    mode = mapping_config.mode
-    if mode == "iterative":
-        return
-    where = model_dir or "<model_dir>"
-    if encoder is None:
-        raise ConfigError(
-            f"--mode={mode} needs the f-AnoGAN encoder, but {where} has no "
-            f"encoder.keras. Train one for this GAN with `anogan-train "
-            f"--stage=encoder --model_dir={where}` (same data flags as the GAN),"
-            f" or use --mode=iterative.")
-    if mode == "encoder" and mapping_config.score == "bce":
-        raise ConfigError(
-            "--score=bce needs the iterative mapping's bce discrimination "
-            "loss; --mode=encoder scores with image MSE + kappa * feature MSE."
-            " Use --score=anogan (or residual/feature/d_output), or "
-            "--mode=hybrid.")
-
-
-def _load_encoder_for(model_dir: str, mapping_config: MappingConfig):
-    """The model dir's encoder when the mode uses one (else None)."""
-    if mapping_config.mode == "iterative":
-        return None
-    encoder = load_encoder(model_dir)
-    _check_mode(mapping_config, encoder, model_dir)
-    return encoder
-
-
-def score_image_set(images: ImageSet, generator, discriminator,
-                    model_config: ModelConfig, data_config: DataConfig,
-                    mapping_config: MappingConfig, aggregate: str = "max",
-                    topk: int = 3, progress: bool = True,
-                    label: str = "mapping", encoder=None,
-                    map_sigma: float = 0.0,
-                    map_smoothing: str = "signed") -> ScoredImages:
-    """Patches, maps and scores every image of `images`.
-
-    Args:
-      images: Full images in [-1, 1].
-      generator, discriminator: The trained models.
-      model_config: Their config.
-      data_config: Patch size/stride/ROI.
-      mapping_config: Mapping settings; mode "encoder" and "hybrid" need
-        `encoder`.
-      aggregate, topk: Patch -> image aggregation.
-      progress: Show the mapping progress bar.
-      label: Progress bar label.
-      encoder: The f-AnoGAN encoder (modes "encoder" and "hybrid").
-      map_sigma: Gaussian sigma of the anomaly maps in full-image pixels
-        (0: the raw stitched |x - G(z*)|).
-      map_smoothing: "signed" smooths x - G(z*) before taking its
-        magnitude, "absolute" smooths |x - G(z*)| (`scoring.maps`).
-
-    Returns:
-      ScoredImages. In mode "encoder" the residual and discrimination
-      scores hold the image and feature MSE at z = E(x) and the anomaly
-      score their sum image MSE + kappa * feature MSE (f-AnoGAN).
-
-    Raises:
-      ConfigError: the mode needs an encoder and none was given, or the map
-        settings are invalid.
-    """
-    _check_compatible(images, model_config, data_config)
-    _check_mode(mapping_config, encoder)
-    try:
-        maps_lib.check_map_smoothing(map_sigma, map_smoothing)
-    except ValueError as e:
-        raise ConfigError(str(e)) from e
-    patches = extract_patches(images, data_config.effective_patch_size,
-                              data_config.effective_patch_stride,
-                              model_config.image_size, roi=data_config.roi,
-                              min_coverage=data_config.roi_min_coverage,
-                              max_patches_per_image=(
-                                  data_config.max_patches_per_image))
-    mapper = LatentMapper(generator, discriminator,
-                          MappingParams.create(model_config, mapping_config),
-                          # Same scores at any batch size; this one pads least.
-                          batch_size=balanced_batch_size(
-                              len(patches.patches), mapping_config.batch_size),
-                          restarts=mapping_config.restarts,
-                          jit_compile=mapping_config.jit_compile,
-                          encoder=encoder, mode=mapping_config.mode)
-    n = len(images.images)
-    start = time.perf_counter()
-    result = mapper.map(
-        patches.patches, progress=progress,
-        label=f"{label} ({n} image{'s' if n != 1 else ''})" if patches.patched
-        else label, unit="patches" if patches.patched else "images")
-    seconds = time.perf_counter() - start
-    region = None
-    if patches.valid_masks is not None:
-        region = (patches.valid_masks if patches.roi_masks is None else
-                  scoring_region(patches.roi_masks, patches.valid_masks))
-    residuals = maps_lib.residual_maps(patches, result.residual_map,
-                                       result.reconstruction, n, region)
-    maps = maps_lib.anomaly_maps(residuals, map_sigma, map_smoothing)
-    # "map_max" ranks images by their strongest pixel of the stitched
-    # residual map; the residual and discrimination columns then use "max".
-    patch_how = "max" if aggregate == "map_max" else aggregate
-    agg = lambda s: metrics_lib.aggregate_patch_scores(  # noqa: E731
-        s, patches.image_index, n, patch_how, topk)
-    image_scores = (maps.reshape(n, -1).max(axis=1).astype(np.float64)
-                    if aggregate == "map_max" else agg(result.anomaly_score))
-    return ScoredImages(images, patches, result, image_scores,
-                        agg(result.residual_score),
-                        agg(result.discrimination_score), maps, seconds,
-                        region, residuals, float(map_sigma), map_smoothing)
 
 
 def score_variants(mapping, lambda_weight: float) -> Dict[str, np.ndarray]:
@@ -476,14 +305,16 @@ def _conformal_rule(target_fpr: float, n: int) -> str:
 
 
 def _load_for_scoring(model_dir: str, data_config: DataConfig,
-                      mapping_config: MappingConfig):
-    """(model_config, G, D, encoder or None, data_config sized to the model)."""
+                      mapping_config: MappingConfig, eval_config: EvalConfig,
+                      detector: Optional[detector_lib.Detector] = None
+                      ) -> Scorer:
+    """The Scorer of a model dir with exactly these settings (the binaries
+    have layered detector.json under their flags already)."""
     model_config, generator, discriminator = load_model_dir(model_dir)
     encoder = _load_encoder_for(model_dir, mapping_config)
-    data_config = dataclasses.replace(data_config,
-                                      image_size=model_config.image_size,
-                                      channels=model_config.channels)
-    return model_config, generator, discriminator, encoder, data_config
+    return Scorer(model_config, generator, discriminator, data_config,
+                  mapping_config, eval_config, encoder=encoder,
+                  detector=detector, model_dir=model_dir)
 
 
 def run_score(model_dir: str, data_config: DataConfig,
@@ -519,8 +350,9 @@ def run_score(model_dir: str, data_config: DataConfig,
     Raises:
       ConfigError: target_fpr > 0 without (enough) calibration images.
     """
-    model_config, generator, discriminator, encoder, data_config = (
-        _load_for_scoring(model_dir, data_config, mapping_config))
+    scorer = _load_for_scoring(model_dir, data_config, mapping_config,
+                               eval_config, detector)
+    data_config = scorer.data_config
     calib = _load_calibration(eval_config, data_config,
                               from_dataset=not inputs)
     if calib is None and eval_config.target_fpr > 0:
@@ -530,11 +362,7 @@ def run_score(model_dir: str, data_config: DataConfig,
     images = load_inputs(inputs, data_config)
     if eval_config.num_test:
         images = images.take(eval_config.num_test)
-    score = lambda s, label: score_image_set(  # noqa: E731
-        s, generator, discriminator, model_config, data_config,
-        mapping_config, eval_config.aggregate, eval_config.topk,
-        label=label, encoder=encoder, map_sigma=eval_config.map_sigma,
-        map_smoothing=eval_config.map_smoothing)
+    score = lambda s, label: scorer.score(s, label=label)  # noqa: E731
     scored = score(images, "mapping")
     summary = {"n_calibration": 0}
     p_values = threshold = None
@@ -670,8 +498,9 @@ def run_evaluate(model_dir: str, data_config: DataConfig,
     Raises:
       ConfigError: target_fpr > 0 without (enough) calibration images.
     """
-    model_config, generator, discriminator, encoder, data_config = (
-        _load_for_scoring(model_dir, data_config, mapping_config))
+    scorer = _load_for_scoring(model_dir, data_config, mapping_config,
+                               eval_config)
+    data_config = scorer.data_config
     test = load_images(data_config, "test")
     if test.labels is None:
         raise DataError(
@@ -701,12 +530,8 @@ def run_evaluate(model_dir: str, data_config: DataConfig,
         rule = "youden"
     if target_fpr > 0:
         rule = "conformal"
-    score = lambda s, label: score_image_set(  # noqa: E731
-        s, generator, discriminator, model_config, data_config,
-        mapping_config, eval_config.aggregate, eval_config.topk,
-        progress=progress, label=label, encoder=encoder,
-        map_sigma=eval_config.map_sigma,
-        map_smoothing=eval_config.map_smoothing)
+    score = lambda s, label: scorer.score(  # noqa: E731
+        s, progress=progress, label=label)
     scored = score(test, "test")
 
     normal_scores = p_values = None
@@ -756,13 +581,12 @@ def run_evaluate(model_dir: str, data_config: DataConfig,
             and mapping_config.steps > 0):
         # The paper's own score on the same images, always reported. Only
         # its patch scores are read, so its maps are left unsmoothed.
-        paper = score_image_set(
-            test, generator, discriminator, model_config, data_config,
-            dataclasses.replace(mapping_config, mode="iterative",
-                                score="anogan"),
-            eval_config.aggregate, eval_config.topk, progress=progress,
-            label="test, the paper's iterative A(x) (--paper_score)",
-            encoder=None)
+        paper = scorer.with_settings(
+            mapping_config=dataclasses.replace(
+                mapping_config, mode="iterative", score="anogan"),
+            eval_config=dataclasses.replace(eval_config, map_sigma=0.0)
+        ).score(test, progress=progress,
+                label="test, the paper's iterative A(x) (--paper_score)")
         result["image_auroc_by_score"]["paper_iterative"] = auroc_of_patches(
             paper.mapping.anomaly_score, paper.patches, patch_how)
     if test.masks is not None:
