@@ -265,3 +265,49 @@ def test_oct_artifacts_flag_reaches_the_loader():
     np.testing.assert_array_equal(clean.labels, noisy.labels)
     assert not _hashes(clean) & _hashes(noisy)
     assert (noisy.images == 1.0).mean() > (clean.images == 1.0).mean()
+
+
+# --- lesion types (marker discovery's ground truth) -----------------------------
+
+def test_oct_lesion_types_cover_exactly_the_masks_and_match_categories():
+    from anogan_tf.data.synthetic_oct import OCT_LESION_TYPES
+    scans, truth = generate_oct_with_truth(40, 128, 128, seed=2,
+                                           anomaly_fraction=1.0)
+    normal = generate_oct(40, 128, 128, seed=2, anomaly_fraction=0.0)
+    types = truth.lesion_types
+    assert types.shape == scans.masks.shape and types.dtype == np.uint8
+    np.testing.assert_array_equal(types > 0, scans.masks.astype(bool))
+    assert set(np.unique(types)) == {0, 1, 2, 3}
+    assert len(OCT_LESION_TYPES) == 3
+    # Recording the types draws nothing: the scans are generate_oct's.
+    np.testing.assert_array_equal(
+        scans.images, generate_oct(40, 128, 128, 2, 1.0).images)
+    depth = {1: [], 2: []}
+    for i, category in enumerate(scans.categories):
+        present = set(np.unique(types[i])) - {0}
+        fluid, focus = present & {1, 2}, present & {3}
+        assert bool(fluid) == ("fluid" in category)
+        assert bool(focus) == ("focus" in category)
+        delta = scans.images[i, ..., 0] - normal.images[i, ..., 0]
+        rows = np.arange(128)[:, None]
+        relative = ((rows - truth.band_top[i][None]) /
+                    (truth.band_bottom[i] - truth.band_top[i])[None])
+        for kind in present:
+            core = types[i] == kind
+            if kind == 3:
+                assert delta[core].mean() > 0  # Foci are bright.
+            else:
+                assert delta[core].mean() < 0  # Fluid is dark.
+                depth[kind].append(np.median(relative[core]))
+    # Cysts sit mid-retina (the OPL), subretinal fluid just above the RPE.
+    assert np.median(depth[1]) < 0.65 < np.median(depth[2])
+
+
+def test_oct_lesion_types_are_none_for_normal_scans_and_survive_artifacts():
+    scans, truth = generate_oct_with_truth(12, 64, 64, seed=7,
+                                           anomaly_fraction=0.5,
+                                           artifacts=True)
+    np.testing.assert_array_equal(truth.lesion_types > 0,
+                                  scans.masks.astype(bool))
+    assert not truth.lesion_types[scans.labels == 0].any()
+    assert not (truth.lesion_types.astype(bool) & truth.artifacts).any()

@@ -53,14 +53,22 @@ artefacts come from the stream (s, i, 2).
 
 `generate_oct_with_truth` also returns the ground truth the ROI is tested
 against (`OctTruth`): the retina band per column (from the vitreous/RNFL
-boundary to the bottom of the RPE) and the artefact pixels.
+boundary to the bottom of the RPE) and the artefact pixels; and the lesion
+type of every mask pixel (`OctTruth.lesion_types`, codes into
+`OCT_LESION_TYPES`: intraretinal cyst, subretinal fluid, hyperreflective
+focus), which marker discovery is evaluated against. Recording the types
+draws nothing from the random streams, so the scans, masks and categories
+are the same as without them. A pixel takes the type of the last lesion
+painted whose core (alpha >= 0.5) covers it (later lesions paint over
+earlier ones); mask pixels outside every core (the blurred rim) take the
+type of the nearest core.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 from scipy import ndimage
@@ -69,9 +77,15 @@ from anogan_tf.data.errors import DataError
 from anogan_tf.data.records import ImageSet
 
 __all__ = ["generate_oct", "generate_oct_with_truth", "OctTruth",
-           "is_anomalous_index", "OCT_CATEGORIES"]
+           "is_anomalous_index", "OCT_CATEGORIES", "OCT_LESION_TYPES"]
 
 OCT_CATEGORIES = ("good", "fluid", "focus", "fluid+focus")
+# Lesion types of `OctTruth.lesion_types`: code k + 1 is OCT_LESION_TYPES[k]
+# (0: no lesion). "fluid" scans hold cysts and/or subretinal fluid, "focus"
+# scans hyperreflective foci.
+OCT_LESION_TYPES = ("intraretinal_cyst", "subretinal_fluid",
+                    "hyperreflective_focus")
+_CYST, _SRF, _FOCUS = 1, 2, 3
 
 # (name, share of the retina thickness, reflectivity) from top to bottom.
 _LAYERS = (
@@ -105,11 +119,15 @@ class OctTruth:
         RPE (the retina/choroid boundary).
       artifacts: bool [N, H, W], padding and border pixels (all False
         without artefacts).
+      lesion_types: Optional uint8 [N, H, W], per lesion-mask pixel its
+        type code (k + 1 for `OCT_LESION_TYPES[k]`), 0 outside the masks;
+        nonzero exactly where the ImageSet's mask is 1.
     """
 
     band_top: np.ndarray
     band_bottom: np.ndarray
     artifacts: np.ndarray
+    lesion_types: Optional[np.ndarray] = None
 
     def band_masks(self) -> np.ndarray:
         """bool [N, H, W]: rows y with band_top <= y < band_bottom, minus
@@ -271,14 +289,16 @@ def _blob_alpha(height: int, width: int, cy: float, cx: float, ry: float,
 
 
 def _paint_anomalies(rng: np.random.Generator, scene: _Scene
-                     ) -> Tuple[np.ndarray, np.ndarray, str]:
-    """Returns (anomalous reflectivity, combined alpha, category)."""
+                     ) -> Tuple[np.ndarray, np.ndarray, str, np.ndarray]:
+    """Returns (anomalous reflectivity, combined alpha, category, uint8
+    [H, W] type code of the last lesion core covering each pixel)."""
     reflect = scene.reflectivity.copy()
     h, w = reflect.shape
     scale = h / 128.0
     b = scene.boundaries
     category = str(rng.choice(OCT_CATEGORIES[1:], p=(0.4, 0.3, 0.3)))
     alpha_total = np.zeros((h, w))
+    owner = np.zeros((h, w), np.uint8)
 
     if "fluid" in category:
         for _ in range(rng.integers(1, 4)):
@@ -292,10 +312,12 @@ def _paint_anomalies(rng: np.random.Generator, scene: _Scene
                 # Intraretinal cyst: centred on the OPL, so it cuts through
                 # the bright OPL between the dark nuclear layers.
                 cy = 0.5 * (b[_OPL, col] + b[_OPL + 1, col])
+                kind = _CYST
             else:
                 # Subretinal fluid: a dark pocket between the ellipsoid zone
                 # and the RPE.
                 cy = 0.5 * (b[_OS, col] + b[_OS + 1, col])
+                kind = _SRF
             cy = float(np.clip(cy, b[1, col] + ry, b[7, col] - ry))
             alpha = _blob_alpha(h, w, cy, cx, ry, rx, edge=0.3,
                                 wobble=rng.uniform(0.0, 0.08, size=3),
@@ -303,6 +325,7 @@ def _paint_anomalies(rng: np.random.Generator, scene: _Scene
             level = rng.uniform(0.01, 0.05)
             reflect = reflect * (1 - alpha) + level * alpha
             alpha_total = np.maximum(alpha_total, alpha)
+            owner[alpha >= 0.5] = kind
     if "focus" in category:
         for _ in range(rng.integers(1, 5)):
             cx = rng.uniform(0.08, 0.92) * w
@@ -314,7 +337,18 @@ def _paint_anomalies(rng: np.random.Generator, scene: _Scene
             level = rng.uniform(0.85, 1.0)
             reflect = reflect * (1 - alpha) + level * alpha
             alpha_total = np.maximum(alpha_total, alpha)
-    return reflect, alpha_total, category
+            owner[alpha >= 0.5] = _FOCUS
+    return reflect, alpha_total, category, owner
+
+
+def _type_map(owner: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """uint8 [H, W]: on `mask`, the owner's type, and off every core the
+    type of the nearest core pixel; 0 off `mask`."""
+    if not owner.any():
+        return np.zeros(mask.shape, np.uint8)
+    _, (iy, ix) = ndimage.distance_transform_edt(owner == 0,
+                                                 return_indices=True)
+    return np.where(mask, owner[iy, ix], 0).astype(np.uint8)
 
 
 def _wedge(height: int, width: int, top: float, bottom: float,
@@ -390,12 +424,13 @@ def _shade_vessels(reflect: np.ndarray, scene: _Scene,
 
 def _render(seed: int, index: int, height: int, width: int, anomalous: bool,
             artifacts: bool = False
-            ) -> Tuple[np.ndarray, np.ndarray, str, _Scene, np.ndarray]:
+            ) -> Tuple[np.ndarray, np.ndarray, str, _Scene, np.ndarray,
+                       np.ndarray]:
     """Renders scan `index`.
 
     Returns:
       ([H, W] display in [0, 1], uint8 lesion mask, category, the scene,
-      bool [H, W] artefact pixels).
+      bool [H, W] artefact pixels, uint8 [H, W] lesion type codes).
     """
     scene = _draw_scene(np.random.default_rng([seed, index, 0]), height, width)
     art = None
@@ -412,15 +447,15 @@ def _render(seed: int, index: int, height: int, width: int, anomalous: bool,
     finish = lambda x: (x if art is None else  # noqa: E731
                         np.where(padding, art.padding_value, x))
     if not anomalous:
-        return (finish(normal), np.zeros((height, width), np.uint8), "good",
-                scene, padding)
-    reflect, alpha, category = _paint_anomalies(
+        none = np.zeros((height, width), np.uint8)
+        return finish(normal), none, "good", scene, padding, none
+    reflect, alpha, category, owner = _paint_anomalies(
         np.random.default_rng([seed, index, 1]), scene)
     altered = _display(shade(reflect), scene)
     mask = ndimage.binary_fill_holes(
         (alpha >= 0.5) | (np.abs(altered - normal) > _MASK_EPS)) & ~padding
     return (finish(np.where(mask, altered, normal)), mask.astype(np.uint8),
-            category, scene, padding)
+            category, scene, padding, _type_map(owner, mask))
 
 
 def generate_oct(num: int, height: int, width: int, seed: int,
@@ -451,7 +486,7 @@ def generate_oct_with_truth(num: int, height: int, width: int, seed: int,
       (images, truth): an ImageSet with float32 [num, height, width, 1]
       images in [-1, 1], ids "synthetic_oct/seed<seed>/<index>", labels,
       masks and categories ("good", "fluid", "focus" or "fluid+focus"); and
-      the OctTruth of the same scans.
+      the OctTruth of the same scans (band, artefacts, lesion types).
 
     Raises:
       DataError: an argument is out of range.
@@ -472,9 +507,9 @@ def generate_oct_with_truth(num: int, height: int, width: int, seed: int,
     images: List[np.ndarray] = []
     masks: List[np.ndarray] = []
     categories: List[str] = []
-    tops, bottoms, padding = [], [], []
+    tops, bottoms, padding, types = [], [], [], []
     for i in range(num):
-        image, mask, category, scene, pad = _render(
+        image, mask, category, scene, pad, kind = _render(
             seed, i, height, width, is_anomalous_index(i, anomaly_fraction),
             artifacts)
         images.append(image)
@@ -483,6 +518,7 @@ def generate_oct_with_truth(num: int, height: int, width: int, seed: int,
         tops.append(scene.boundaries[0])
         bottoms.append(scene.boundaries[-1])
         padding.append(pad)
+        types.append(kind)
     stacked = np.stack(images).astype(np.float32)[..., None] * 2.0 - 1.0
     image_set = ImageSet(
         images=stacked,
@@ -492,4 +528,5 @@ def generate_oct_with_truth(num: int, height: int, width: int, seed: int,
         categories=tuple(categories))
     return image_set, OctTruth(band_top=np.stack(tops),
                                band_bottom=np.stack(bottoms),
-                               artifacts=np.stack(padding))
+                               artifacts=np.stack(padding),
+                               lesion_types=np.stack(types))
