@@ -41,13 +41,15 @@ FLAGS = flags.FLAGS
 # --- data -----------------------------------------------------------------
 flags.DEFINE_enum("dataset", "synthetic_oct",
                   ["synthetic_oct", "digits", "glyphs", "folder", "npy",
-                   "tfrecord"],
+                   "tfrecord", "textures"],
                   "Image source. glyphs: digits rendered from matplotlib's "
                   "fonts with random affine and elastic distortions; folder: "
                   "a plain folder, or the MVTec AD layout when "
                   "<data_path>/train/good exists; npy: a .npy or .npz file "
                   "(key 'images', optional 'labels', 'masks', 'ids'); tfrecord: "
-                  "tf.train.Examples with an encoded 'image'.")
+                  "tf.train.Examples with an encoded 'image'; textures: "
+                  "surface textures with typed defects (scratches, holes, "
+                  "stains) for marker discovery.")
 flags.DEFINE_string("data_path", None,
                     "File or folder for --dataset=folder|npy|tfrecord.")
 flags.DEFINE_integer("channels", 1, "Channels the images are converted to (1 or 3).")

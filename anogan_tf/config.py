@@ -110,7 +110,8 @@ class DataConfig:
     Attributes:
       dataset: "synthetic_oct", "digits", "glyphs" (rendered font digits,
         anogan_tf.data.glyphs), "folder" (a plain folder, or the MVTec AD
-        layout when `train/good` exists), "npy" (.npy/.npz) or "tfrecord".
+        layout when `train/good` exists), "npy" (.npy/.npz), "tfrecord" or
+        "textures" (surface textures with typed defects, data/textures.py).
       data_path: File or folder for the file-based datasets.
       channels: Channels after conversion (1 or 3).
       image_size: Model input side; patches are resized to it if

@@ -9,6 +9,7 @@ here:
   make_train_dataset(...)                     tf.data batches for training
   validate_model_input(...)                   checks before the model
   generate_oct(...)                           synthetic OCT B-scans
+  generate_textures(...)                      textures with typed defects
   render_glyphs(...)                          MNIST-like font digits (uint8)
   write_tfrecord(...)                         the TFRecord format we read
   images_to_uint8 / save_image_grid           display helpers
@@ -26,6 +27,7 @@ from anogan_tf.data.patches import (extract_patches, retina_roi_mask,
 from anogan_tf.data.pipeline import make_train_dataset, validate_model_input
 from anogan_tf.data.records import ImageSet, PatchSet
 from anogan_tf.data.synthetic_oct import generate_oct
+from anogan_tf.data.textures import generate_textures
 from anogan_tf.data.tfrecords import write_tfrecord
 
 __all__ = [
@@ -40,6 +42,7 @@ __all__ = [
     "make_train_dataset",
     "validate_model_input",
     "generate_oct",
+    "generate_textures",
     "render_glyphs",
     "write_tfrecord",
     "images_to_uint8",

@@ -16,7 +16,9 @@ Splits:
     DataError.
 
 Sources (`config.dataset`): "synthetic_oct", "digits", "glyphs", "folder",
-"npy" and "tfrecord"; see the modules of the same names for their formats.
+"npy", "tfrecord" and "textures" (surface textures with typed defects,
+data/textures.py: 400 train, 80 calibration, 200 test images of 128 x 128);
+see the modules of the same names for their formats.
 Every image is converted to `config.channels`, resized to `config.resize` when
 given, scaled to [-1, 1] and, with `config.intensity_norm`, normalised per
 scan (data/intensity.py). Bad input of any kind raises `DataError`.
@@ -41,11 +43,13 @@ from anogan_tf.data.glyphs import load_glyphs_split
 from anogan_tf.data.intensity import normalize_intensity
 from anogan_tf.data.records import ImageSet
 from anogan_tf.data.synthetic_oct import generate_oct
+from anogan_tf.data.textures import load_textures_split
 
 __all__ = ["load_images", "SPLITS", "DATASETS", "oct_split_seed"]
 
 SPLITS = ("train", "test", "calibration")
-DATASETS = ("synthetic_oct", "digits", "glyphs", "folder", "npy", "tfrecord")
+DATASETS = ("synthetic_oct", "digits", "glyphs", "folder", "npy", "tfrecord",
+            "textures")
 _SPLIT_STREAMS = {"train": 0, "calibration": 1, "test": 2}
 
 
@@ -155,6 +159,17 @@ def _load_synthetic_oct(config: DataConfig, split: str,
         labels=scans.labels,
         masks=masks if split == "test" else None,
         categories=scans.categories)
+
+
+def _load_textures(config: DataConfig, split: str,
+                   resize: Optional[Tuple[int, int]]) -> ImageSet:
+    images = load_textures_split(split, config.seed)
+    masks = images.masks
+    if resize is not None and masks is not None:
+        masks = resize_masks(masks, resize)
+    return dataclasses.replace(
+        images, images=_finish((images.images + 1.0) / 2.0, config, resize),
+        masks=masks)
 
 
 def _load_folder(config: DataConfig, split: str,
@@ -313,6 +328,8 @@ def load_images(config: DataConfig, split: str) -> ImageSet:
             num_train=config.glyphs_num_train,
             num_calibration=config.glyphs_num_calibration,
             num_test=config.glyphs_num_test)
+    elif config.dataset == "textures":
+        images = _load_textures(config, split, resize)
     elif config.dataset == "folder":
         images = _load_folder(config, split, resize)
     elif config.dataset == "npy":
