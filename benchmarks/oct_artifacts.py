@@ -103,7 +103,7 @@ from anogan_tf.models.io import load_encoder, load_model_dir  # noqa: E402
 from anogan_tf.scoring import maps as maps_lib  # noqa: E402
 from anogan_tf.scoring import metrics as metrics_lib  # noqa: E402
 from anogan_tf.scoring import run_evaluate  # noqa: E402
-from anogan_tf.scoring.pipeline import score_image_set  # noqa: E402
+from anogan_tf.scoring.scorer import score_image_set  # noqa: E402
 from anogan_tf.training import train_gan  # noqa: E402
 from anogan_tf.training.encoder import train_encoder  # noqa: E402
 from anogan_tf.training.run import training_patches  # noqa: E402

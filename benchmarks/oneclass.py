@@ -55,7 +55,7 @@ from anogan_tf.common_flags import resolve_d_norm  # noqa: E402
 from anogan_tf.data import load_images  # noqa: E402
 from anogan_tf.mapping import LatentMapper, MappingParams  # noqa: E402
 from anogan_tf.models.io import load_encoder, load_model_dir  # noqa: E402
-from anogan_tf.scoring.pipeline import score_variants  # noqa: E402
+from anogan_tf.scoring.evaluation import score_variants  # noqa: E402
 from anogan_tf.training import train_gan  # noqa: E402
 from anogan_tf.training.encoder import train_encoder  # noqa: E402
 

@@ -17,7 +17,7 @@ from anogan_tf.export import export_model, exporter
 from anogan_tf.mapping import LatentMapper, MappingParams
 from anogan_tf.models import Encoder, build_encoder, load_encoder
 from anogan_tf.models.io import ENCODER_FILE
-from anogan_tf.scoring import pipeline
+from anogan_tf import scoring
 from anogan_tf.training import EncoderTrainer, train_encoder, train_gan
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -188,7 +188,7 @@ def test_encoder_modes_without_an_encoder_say_how_to_train_one(tmp_path, mode):
     serving_server.make_tiny_model_dir(md, seed=1)
     with pytest.raises(ConfigError, match="anogan-train --stage=encoder "
                        "--model_dir=" + md):
-        pipeline.run_evaluate(md, DATA, MappingConfig(mode=mode, steps=1),
+        scoring.run_evaluate(md, DATA, MappingConfig(mode=mode, steps=1),
                               EvalConfig(output_dir=str(tmp_path / "e"),
                                          num_test=2), progress=False)
     assert load_encoder(md) is None
@@ -287,7 +287,7 @@ def test_acceptance_train_encoder_binary_then_evaluate(tmp_path):
 
     for mode, steps in (("encoder", 0), ("hybrid", 5)):
         out = str(tmp_path / f"eval_{mode}")
-        metrics = pipeline.run_evaluate(
+        metrics = scoring.run_evaluate(
             md, DATA, MappingConfig(mode=mode, steps=steps, jit_compile=False),
             EvalConfig(output_dir=out, num_test=6), progress=False)
         with open(os.path.join(out, "metrics.json")) as f:
@@ -401,7 +401,7 @@ def test_evaluate_in_encoder_mode_also_reports_the_papers_iterative_score(
                       oct_height=64, oct_width=64, patch_stride=16)
     runs = {}
     for mode in ("encoder", "iterative"):
-        runs[mode] = pipeline.run_evaluate(
+        runs[mode] = scoring.run_evaluate(
             md, data, MappingConfig(mode=mode, steps=3, jit_compile=False),
             EvalConfig(output_dir=str(tmp_path / mode), num_test=6),
             progress=False)
@@ -409,7 +409,7 @@ def test_evaluate_in_encoder_mode_also_reports_the_papers_iterative_score(
     assert paper == pytest.approx(
         runs["iterative"]["image_auroc_by_score"]["anogan"], abs=1e-9)
     assert "paper_iterative" not in runs["iterative"]["image_auroc_by_score"]
-    off = pipeline.run_evaluate(
+    off = scoring.run_evaluate(
         md, data, MappingConfig(mode="encoder", steps=3, jit_compile=False),
         EvalConfig(output_dir=str(tmp_path / "off"), num_test=6,
                    paper_score=False), progress=False)

@@ -113,7 +113,7 @@ def test_bad_model_dirs_and_inputs(model_dir, tmp_path):
     np.save(rgb, np.zeros((2, 64, 64, 3), np.uint8))
     import dataclasses
     with pytest.raises(ConfigError, match="channel"):
-        from anogan_tf.scoring.pipeline import score_image_set
+        from anogan_tf.scoring.scorer import score_image_set
         from anogan_tf.models import load_model_dir
         cfg, g, d = load_model_dir(model_dir)
         imgs = load_images(dataclasses.replace(DATA, dataset="npy",
@@ -122,7 +122,7 @@ def test_bad_model_dirs_and_inputs(model_dir, tmp_path):
 
 
 def test_bad_inputs_paths_name_the_inputs_flag(tmp_path):
-    from anogan_tf.scoring.pipeline import load_inputs
+    from anogan_tf.scoring.inputs import load_inputs
     empty = tmp_path / "nothing_here"
     empty.mkdir()
     (empty / "notes.txt").write_text("not an image")
@@ -166,7 +166,7 @@ def test_evaluate_binary_acceptance(model_dir, tmp_path):
 
 
 def test_score_variants_known_answer():
-    from anogan_tf.scoring.pipeline import score_variants
+    from anogan_tf.scoring.evaluation import score_variants
 
     class Mapping:
         residual_score = np.array([2.0, 4.0])

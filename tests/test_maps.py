@@ -14,7 +14,8 @@ from anogan_tf.config import ModelConfig
 from anogan_tf.data import ImageSet, extract_patches, stitch_maps
 from anogan_tf.models import build_models
 from anogan_tf.scoring import maps as maps_lib
-from anogan_tf.scoring.pipeline import map_variant_metrics, score_image_set
+from anogan_tf.scoring.evaluation import map_variant_metrics
+from anogan_tf.scoring.scorer import score_image_set
 
 H = W = 48
 

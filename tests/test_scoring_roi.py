@@ -8,7 +8,7 @@ from anogan_tf.config import DataConfig, MappingConfig, ModelConfig
 from anogan_tf.data.synthetic_oct import generate_oct_with_truth
 from anogan_tf.models import build_models
 from anogan_tf.scoring import metrics as metrics_lib
-from anogan_tf.scoring.pipeline import score_image_set
+from anogan_tf.scoring.scorer import score_image_set
 
 MODEL = ModelConfig(image_size=32, channels=1, latent_dim=8, base_filters=4)
 MAPPING = MappingConfig(steps=1, batch_size=64, jit_compile=False)

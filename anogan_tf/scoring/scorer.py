@@ -284,7 +284,9 @@ class Scorer:
                        mapping_config: Optional[MappingConfig] = None,
                        eval_config: Optional[EvalConfig] = None,
                        overrides: Optional[Collection[str]] = None,
-                       use_detector: bool = True) -> "Scorer":
+                       use_detector: bool = True,
+                       detector: Optional[detector_lib.Detector] = None
+                       ) -> "Scorer":
         """Loads a model dir as a Scorer.
 
         Args:
@@ -298,13 +300,16 @@ class Scorer:
             detector.json.
           use_detector: False ignores detector.json (settings and
             threshold).
+          detector: A record already loaded from the model dir (it is not
+            read again), or None.
 
         Raises:
           ConfigError: the model dir is missing or damaged, detector.json is
             corrupt, or the mode needs an encoder the dir does not have.
         """
         model_config, generator, discriminator = load_model_dir(model_dir)
-        detector = detector_lib.load_detector(model_dir) if use_detector else None
+        if detector is None and use_detector:
+            detector = detector_lib.load_detector(model_dir)
         given = {"mapping": mapping_config is not None,
                  "patches": data_config is not None,
                  "image_score": eval_config is not None}
@@ -363,10 +368,11 @@ class Scorer:
                 self.data_config, self.mapping_config, self.eval_config))
         if differ:
             logging.warning(
-                "%s's threshold %.6g (%s) does not apply: these settings differ"
-                " from the ones it was calibrated with, so the scores are on "
-                "another scale: %s. Re-run anogan-evaluate with them to "
-                "calibrate a threshold for them.", detector_lib.DETECTOR_FILE,
+                "%s's threshold %.6g (%s) is not applied: these settings "
+                "differ from the ones it was calibrated with, so the scores "
+                "are on another scale: %s. Drop those flags, or re-run "
+                "anogan-evaluate with them to calibrate a threshold for "
+                "them.", detector_lib.DETECTOR_FILE,
                 self.detector.threshold.value, self.detector.threshold.rule,
                 "; ".join(differ))
             return None
