@@ -91,9 +91,9 @@ def image_rows(scored: ScoredImages, threshold: Optional[float] = None,
 
 def patch_columns(labelled: bool, with_p_values: bool) -> Tuple[str, ...]:
     """scores.csv's columns: the contract's six, then the extras."""
-    return (reports.SCORE_COLUMNS + ("mode",) +
+    return (reports.SCORE_COLUMNS +
             (("label",) if labelled else ()) +
-            (("image_p_value",) if with_p_values else ()))
+            (("image_p_value",) if with_p_values else ()) + ("mode",))
 
 
 def image_columns(labelled: bool, with_categories: bool, with_p_values: bool,
