@@ -13,9 +13,13 @@ then recorded there, for anogan-score.
 
 from absl import app, flags, logging
 
-from anogan_tf import common_flags as cf
-from anogan_tf.config import ConfigError
-from anogan_tf.data import DataError
+from anogan_tf import quiet
+
+quiet.quiet_logs()  # before anything imports TensorFlow
+
+from anogan_tf import common_flags as cf  # noqa: E402
+from anogan_tf.config import ConfigError  # noqa: E402
+from anogan_tf.data import DataError  # noqa: E402
 
 FLAGS = flags.FLAGS
 
