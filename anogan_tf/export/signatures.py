@@ -26,6 +26,13 @@ score image MSE + kappa * feature MSE, `latent.encoder_outputs`) and
 from the prior) are available only when the model dir has an encoder. Both
 take the same float32 `images` as serving_default, with the same checks, and
 return the same output keys.
+
+`score_images` (float32 in [-1, 1]) and `score_images_uint8` (uint8, scaled
+p / 255 * 2 - 1 as anogan-score reads 8-bit files) take whole images of the
+size fixed at export and run the detector end to end (`image_graph`): its
+intensity norm, patching and ROI, the mapping of its mode (the same mapping
+graph as the per-patch signatures), stitching, map and aggregate, and the
+threshold baked in from detector.json.
 """
 
 from __future__ import annotations
@@ -33,9 +40,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Dict, Optional, Tuple
 
+import numpy as np
 import tensorflow as tf
 
 from anogan_tf.config import ModelConfig
+from anogan_tf.export import image_graph
 from anogan_tf.mapping import latent
 from anogan_tf.mapping.latent import MappingParams
 
@@ -47,6 +56,7 @@ __all__ = [
     "IMAGES_KEY",
     "LATENT_KEY",
     "validate_images",
+    "validate_full_images",
     "validate_latents",
     "build_endpoints",
 ]
@@ -69,6 +79,8 @@ class ExportContext:
       params: The mapping constants, fixed at export.
       restarts: Initialisations per image; the lowest mapping loss wins.
       encoder: The f-AnoGAN encoder when the model dir has one, else None.
+      image_plan: The detector's whole-image settings (`score_images`), or
+        None to export the per-patch signatures only.
       cache: Functions builders share (e.g. the mapping graph behind both
         serving_default and serving_uint8).
     """
@@ -79,6 +91,7 @@ class ExportContext:
     params: MappingParams
     restarts: int = 1
     encoder: Any = None
+    image_plan: Optional[image_graph.ImagePlan] = None
     cache: Dict[Any, Any] = dataclasses.field(default_factory=dict,
                                               compare=False, repr=False)
 
@@ -98,11 +111,6 @@ class EndpointSpec:
     build: Callable[[ExportContext, bool], Any]
     xla_twin: bool = False
     available: Callable[[ExportContext], bool] = lambda context: True
-
-
-def _shape_text(model_config: ModelConfig) -> str:
-    h, w, c = model_config.image_shape
-    return f"[N, {h}, {w}, {c}]"
 
 
 def _checked(x, checks):
@@ -145,9 +153,40 @@ def validate_images(images, model_config: ModelConfig) -> tf.Tensor:
       tf.errors.InvalidArgumentError: wrong rank, size or channels, an empty
         batch, NaN/Inf, or values outside [-1, 1].
     """
-    expected = model_config.image_shape
+    x = _validated(images, model_config.image_shape, "serving_uint8")
+    if images.dtype == tf.uint8:
+        x = tf.cast(x, tf.float32) / 127.5 - 1.0
+    return tf.ensure_shape(x, (None,) + tuple(model_config.image_shape))
+
+
+def validate_full_images(images, image_shape: Tuple[int, int, int]
+                         ) -> tf.Tensor:
+    """`validate_images` for `score_images`: whole images of `image_shape`.
+
+    uint8 inputs are scaled p / 255 * 2 - 1, the arithmetic anogan-score
+    applies to 8-bit files (the decoder's p / 255, then [0, 1] -> [-1, 1]),
+    so a PNG sent as uint8 is scored on the pixels anogan-score scores.
+
+    Raises (when run):
+      tf.errors.InvalidArgumentError: as `validate_images`.
+    """
+    x = _validated(images, tuple(image_shape), "score_images_uint8")
+    if images.dtype == tf.uint8:
+        # A table computed as NumPy computes it: the graph optimiser may
+        # fold a chain of / and * into another rounding.
+        x = tf.gather(tf.constant(_UINT8_TO_FLOAT), tf.cast(x, tf.int32))
+    return tf.ensure_shape(x, (None,) + tuple(image_shape))
+
+
+# p / 255 * 2 - 1 in float32, the decoder's arithmetic (data/decode.py).
+_UINT8_TO_FLOAT = (np.arange(256).astype(np.float32) / 255.0) * 2.0 - 1.0
+
+
+def _validated(images, expected: Tuple[int, ...], uint8_signature: str):
+    """The checks of `validate_images`; returns `images` after them."""
     is_uint8 = images.dtype == tf.uint8
-    what = (f"images must be {_shape_text(model_config)} "
+    h, w, c = expected
+    what = (f"images must be [N, {h}, {w}, {c}] "
             + ("uint8 in [0, 255]" if is_uint8 else "float32 in [-1, 1]"))
 
     def flat():
@@ -166,12 +205,9 @@ def validate_images(images, model_config: ModelConfig) -> tf.Tensor:
             (lambda: tf.reduce_all(tf.abs(flat()) <= 1.0),
              lambda: [f"{what}; got values from", tf.reduce_min(flat()), "to",
                       tf.reduce_max(flat()), ". Scale 8-bit pixels by "
-                      "p / 127.5 - 1, or send uint8 to serving_uint8."]),
+                      f"p / 127.5 - 1, or send uint8 to {uint8_signature}."]),
         ]
-    x = _checked(images, checks)
-    if is_uint8:
-        x = tf.cast(x, tf.float32) / 127.5 - 1.0
-    return tf.ensure_shape(x, (None,) + tuple(expected))
+    return _checked(images, checks)
 
 
 def validate_latents(z, model_config: ModelConfig) -> tf.Tensor:
@@ -298,18 +334,34 @@ def _build_generate(context: ExportContext, jit_compile: bool):
     return generate
 
 
+def _encoder_fn(context: ExportContext):
+    """Checked float32 images -> the encoder mode's outputs (one pass)."""
+    key = ("encoder",)
+    if key in context.cache:
+        return context.cache[key]
+    g, d, params = context.generator, context.discriminator, context.params
+    x_spec = tf.TensorSpec((None,) + context.model_config.image_shape,
+                           tf.float32)
+
+    @tf.function(input_signature=[x_spec], jit_compile=False)
+    def encoder_images(x):
+        fg, fd = latent.freeze_models(g, d, params, xla=False)
+        out = latent.encoder_pass(fg, fd, context.encoder, x, params)
+        return {k: out[k] for k in SCORE_OUTPUT_KEYS}
+
+    context.cache[key] = encoder_images
+    return encoder_images
+
+
 def _build_score_fast(context: ExportContext, jit_compile: bool):
     del jit_compile  # one forward pass; exported without XLA
-    g, d, params = context.generator, context.discriminator, context.params
+    encoder_images = _encoder_fn(context)
 
     @tf.function(input_signature=[tf.TensorSpec(None, tf.float32,
                                                 name=IMAGES_KEY)],
                  jit_compile=False)
     def score_fast(images):
-        x = validate_images(images, context.model_config)
-        fg, fd = latent.freeze_models(g, d, params, xla=False)
-        out = latent.encoder_pass(fg, fd, context.encoder, x, params)
-        return {k: out[k] for k in SCORE_OUTPUT_KEYS}
+        return encoder_images(validate_images(images, context.model_config))
 
     return score_fast
 
@@ -326,8 +378,65 @@ def _build_score_hybrid(context: ExportContext, jit_compile: bool):
     return score_hybrid
 
 
+def _mode_fn(context: ExportContext):
+    """The detector mode's patch mapping (what anogan-score runs)."""
+    mode = context.image_plan.mode
+    if mode == "encoder":
+        return _encoder_fn(context)
+    return _restarts_fn(context, False, from_encoder=mode == "hybrid")
+
+
+def _image_scores_fn(context: ExportContext):
+    """Checked float32 whole images -> the score_images outputs; traced once
+    and shared by the float and uint8 signatures."""
+    key = ("image_scores",)
+    if key in context.cache:
+        return context.cache[key]
+    plan = context.image_plan
+    map_patches = _mode_fn(context)
+
+    # Autograph off: image_graph builds its loops as explicit while_loops,
+    # and converting its many small functions only slows the trace.
+    @tf.function(input_signature=[tf.TensorSpec(
+        (None,) + tuple(plan.image_shape), tf.float32)], jit_compile=False,
+                 autograph=False)
+    def image_scores(x):
+        return image_graph.image_scores(x, plan, map_patches)
+
+    context.cache[key] = image_scores
+    return image_scores
+
+
+def _images_fn(context: ExportContext, dtype: tf.DType):
+    """score_images of `dtype` inputs (see `image_graph.image_scores`)."""
+    plan = context.image_plan
+    image_scores = _image_scores_fn(context)
+
+    @tf.function(input_signature=[tf.TensorSpec(None, dtype, name=IMAGES_KEY)],
+                 jit_compile=False)
+    def score_images(images):
+        return image_scores(validate_full_images(images, plan.image_shape))
+
+    return score_images
+
+
+def _build_score_images(context: ExportContext, jit_compile: bool):
+    del jit_compile  # TF Serving runs without XLA
+    return _images_fn(context, tf.float32)
+
+
+def _build_score_images_uint8(context: ExportContext, jit_compile: bool):
+    del jit_compile
+    return _images_fn(context, tf.uint8)
+
+
 def _has_encoder(context: ExportContext) -> bool:
     return context.encoder is not None
+
+
+def _has_image_plan(context: ExportContext) -> bool:
+    return context.image_plan is not None and (
+        context.image_plan.mode == "iterative" or context.encoder is not None)
 
 
 # Signature name -> builder. serving_default comes first: TF Serving needs it.
@@ -338,6 +447,10 @@ ENDPOINTS: Dict[str, EndpointSpec] = {
     "score_fast": EndpointSpec(_build_score_fast, available=_has_encoder),
     "score_hybrid": EndpointSpec(_build_score_hybrid, xla_twin=True,
                                  available=_has_encoder),
+    "score_images": EndpointSpec(_build_score_images,
+                                 available=_has_image_plan),
+    "score_images_uint8": EndpointSpec(_build_score_images_uint8,
+                                       available=_has_image_plan),
 }
 
 
