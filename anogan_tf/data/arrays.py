@@ -70,6 +70,10 @@ def images_from_array(array: np.ndarray, name: str) -> np.ndarray:
             f"1, 3 (4: alpha is dropped), got shape {array.shape}.")
     if array.shape[0] == 0:
         raise DataError(f"{name} holds no images (shape {array.shape}).")
+    if array.shape[1] == 0 or array.shape[2] == 0:
+        raise DataError(
+            f"{name} has empty images (shape {array.shape}): height and width "
+            f"must be at least 1.")
     array = array[..., :3]
     dtype = array.dtype
     if dtype == np.uint8:
@@ -92,20 +96,74 @@ def images_from_array(array: np.ndarray, name: str) -> np.ndarray:
         f"Convert it, e.g. `arr.astype(np.uint8)` for 0..255 data.")
 
 
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+# numpy and zipfile parse a hostile file with code that raises whatever its
+# parsing hits (ValueError, SyntaxError and tokenize.TokenError from the
+# header, EOFError, zipfile.BadZipFile, zlib.error, OverflowError or
+# MemoryError for an absurd shape, ...): every one is reported as a
+# malformed file.
+_READ_ERRORS = (Exception,)
+
+
+def _refused_pickle(what: str) -> DataError:
+    return DataError(
+        f"{what} holds pickled (object) data, which was refused: loading it "
+        f"could run arbitrary code. {_RESAVE}")
+
+
+def _malformed(what: str, e: BaseException) -> DataError:
+    return DataError(
+        f"{what} cannot be read as .npy/.npz ({type(e).__name__}: {e}). "
+        f"Check the file is complete and was written by np.save/np.savez.")
+
+
 def _load(path: str):
+    """np.load(path, allow_pickle=False), with every failure a DataError.
+
+    The first bytes are checked first: np.load treats any file that is not
+    .npy or .npz as a pickle, which would make a text file "pickled".
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(_NPY_MAGIC))
+    except OSError as e:
+        raise _malformed(path, e) from e
+    if not (head.startswith(_NPY_MAGIC) or head[:4] in _ZIP_MAGICS):
+        if head[:1] == b"\x80":  # the PROTO opcode of pickle protocol >= 2
+            raise _refused_pickle(path)
+        raise DataError(
+            f"{path} is not a .npy or .npz file (it starts with {head!r}; "
+            f".npy files start with {_NPY_MAGIC!r} and .npz files are zip "
+            f"archives). Save arrays with np.save or np.savez.")
     try:
         return np.load(path, allow_pickle=False)
     except ValueError as e:
         if "pickle" in str(e).lower():
+            raise _refused_pickle(path) from e
+        raise _malformed(path, e) from e
+    except _READ_ERRORS as e:
+        raise _malformed(path, e) from e
+
+
+def _member(loaded, path: str, key: str) -> np.ndarray:
+    """One array of an open .npz, with every failure a DataError."""
+    what = f"{path}: array {key!r}"
+    try:
+        array = loaded[key]
+        if not isinstance(array, np.ndarray):  # a zip member that is no .npy
             raise DataError(
-                f"{path} holds pickled (object) data, which was refused: "
-                f"loading it could run arbitrary code. {_RESAVE}") from e
-        raise DataError(f"{path} is not a valid .npy/.npz file ({e}).") from e
-    except (OSError, EOFError) as e:
-        raise DataError(
-            f"{path} cannot be read as .npy/.npz ({type(e).__name__}: {e}). "
-            f"Check the file is complete and was written by np.save/np.savez."
-        ) from e
+                f"{what} is not a .npy array inside the .npz archive. Save "
+                f"with np.savez(path, images=..., ...).")
+        return array
+    except DataError:
+        raise
+    except ValueError as e:
+        if "pickle" in str(e).lower():
+            raise _refused_pickle(what) from e
+        raise _malformed(what, e) from e
+    except _READ_ERRORS as e:
+        raise _malformed(what, e) from e
 
 
 def read_array_file(path: str) -> Dict[str, Optional[np.ndarray]]:
@@ -147,13 +205,7 @@ def read_array_file(path: str) -> Dict[str, Optional[np.ndarray]]:
                     f"{path} has unknown keys {unknown}; expected only "
                     f"{list(_KEYS)}. Rename or drop them.")
             for key in loaded.files:
-                try:
-                    raw[key] = loaded[key]
-                except ValueError as e:
-                    raise DataError(
-                        f"{path}: array {key!r} holds pickled (object) data, "
-                        f"which was refused: loading it could run arbitrary "
-                        f"code. {_RESAVE}") from e
+                raw[key] = _member(loaded, path, key)
     images = images_from_array(raw["images"], f"{path}['images']")
     n = images.shape[0]
     out: Dict[str, Optional[np.ndarray]] = {
@@ -198,7 +250,13 @@ def read_array_file(path: str) -> Dict[str, Optional[np.ndarray]]:
                 f"{name} must be strings of shape ({n},), got shape "
                 f"{ids.shape} dtype {ids.dtype}. Save e.g. "
                 f"`ids=np.array(['a', 'b', ...])`.")
-        ids = ids.astype(str)
+        try:
+            ids = (np.char.decode(ids, "utf-8") if ids.dtype.kind == "S"
+                   else ids.astype(str))
+        except UnicodeDecodeError as e:
+            raise DataError(
+                f"{name} holds bytes that are not UTF-8 ({e}). Save the ids "
+                f"as str, e.g. `ids=np.array(['a', 'b', ...])`.") from e
         if len(set(ids.tolist())) != n:
             raise DataError(f"{name} holds duplicate ids; ids must be unique.")
         out["ids"] = ids

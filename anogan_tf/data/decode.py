@@ -6,6 +6,13 @@ by 65535 to reach [0, 1]; callers then map to [-1, 1]. Colour images become
 grayscale by ITU-R 601 luminance and grayscale images become RGB by
 repetition. Alpha channels are dropped.
 
+Only those four formats are opened, by content (a PNG that is really a
+JPEG decodes as the JPEG it is): Pillow's other plugins (EPS runs
+Ghostscript, and PSD, ICO, GIF, ... widen what a hostile file can reach)
+are never used. An image of more than `MAX_IMAGE_PIXELS` pixels is refused
+before its pixels are decoded (a decompression bomb: a small file that
+claims a huge size); see docs/security.md.
+
 `decode_many` runs the decoder over a `tf.data` pipeline with
 `num_parallel_calls=AUTOTUNE` (Pillow releases the GIL while decoding), so a
 big folder decodes on all cores. A file that fails to decode never raises
@@ -18,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import warnings
 from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -29,6 +37,8 @@ from anogan_tf.data.errors import DataError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "IMAGE_FORMATS",
+    "MAX_IMAGE_PIXELS",
     "Decoded",
     "decode_image",
     "decode_mask",
@@ -40,6 +50,25 @@ __all__ = [
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+# Pillow formats that are opened (by content, whatever the extension). The
+# JPEG opener also opens the multi-picture JPEGs of many cameras (as "MPO").
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "DIB", "TIFF")
+
+# The largest image decoded, in pixels: 2**26 = 67,108,864, an 8192 x 8192
+# image (Pillow's own default is about 89.5 M). Decoded to float32 it takes
+# 256 MiB as grayscale and 768 MiB as RGB, which bounds what one file can
+# make a worker allocate; a file claiming more is refused before decoding.
+# Images that fit still meet --max_patches_per_image, which bounds the
+# scoring work (data/patches.py). Pillow's limit is set to the same value
+# here, the one place anogan_tf sets it, and its DecompressionBombWarning
+# (between 1x and 2x the limit; above 2x Pillow raises
+# DecompressionBombError) is turned into an exception, so Pillow never
+# decodes such an image in this process. Raise the limit only for files
+# you trust: `anogan_tf.data.decode.MAX_IMAGE_PIXELS = ...` before loading
+# (and Pillow's `PIL.Image.MAX_IMAGE_PIXELS` to match).
+MAX_IMAGE_PIXELS = 2 ** 26
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
 
 # ITU-R BT.601 luma weights, the ones Pillow's "L" conversion uses.
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
@@ -118,22 +147,62 @@ def _unit_from_pil(img: Image.Image, name: str) -> np.ndarray:
     return arr[..., :3]
 
 
+def _limit_text() -> str:
+    side = int(MAX_IMAGE_PIXELS ** 0.5)
+    return (f"the decode limit of {MAX_IMAGE_PIXELS:,} pixels (about "
+            f"{side}x{side}; anogan_tf.data.decode.MAX_IMAGE_PIXELS), which "
+            f"guards against decompression bombs")
+
+
+def _too_big(name: str, size: Optional[Tuple[int, int]], cause: str = ""
+             ) -> DataError:
+    what = (f"is {size[0]}x{size[1]} = {size[0] * size[1]:,} pixels"
+            if size else f"is too large ({cause})")
+    return DataError(
+        f"{name}: the image {what}, over {_limit_text()}. Downscale it "
+        f"before loading (e.g. `PIL.Image.open(p).reduce(4).save(q)`), or "
+        f"cut it into tiles; raise the limit only for files you trust.")
+
+
 def _open(source: Source, name: str) -> Image.Image:
     try:
         if isinstance(source, bytes):
-            img = Image.open(io.BytesIO(source))
+            img = Image.open(io.BytesIO(source), formats=IMAGE_FORMATS)
         else:
-            img = Image.open(source)
+            img = Image.open(source, formats=IMAGE_FORMATS)
+        width, height = img.size
+        # Pillow checks its own (global, changeable) limit; this is ours.
+        if width * height > MAX_IMAGE_PIXELS:
+            img.close()
+            raise _too_big(name, (width, height))
+        if width < 1 or height < 1:
+            img.close()
+            raise DataError(
+                f"{name}: the image is {width}x{height} pixels (empty). "
+                f"Re-export it or remove it.")
         img.load()
         return img
+    except DataError:
+        raise
     except FileNotFoundError as e:
         raise DataError(f"{name}: file not found ({e}).") from e
+    except IsADirectoryError as e:
+        raise DataError(f"{name} is a folder, not an image file.") from e
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise _too_big(name, None, str(e)) from e
     except Exception as e:  # Pillow raises many types for corrupt data.
         raise DataError(
             f"{name}: cannot decode image ({type(e).__name__}: {e}). The file "
             f"is corrupt or not a PNG/JPEG/BMP/TIFF image; re-export it, "
             f"remove it, or pass --skip_bad_files to skip unreadable files."
         ) from e
+
+
+def _unsupported(name: str, img: Image.Image, e: Exception) -> DataError:
+    return DataError(
+        f"{name}: cannot convert its {img.format or ''} {img.mode!r} pixels "
+        f"({type(e).__name__}: {e}). Re-save it as an 8- or 16-bit "
+        f"grayscale, RGB or RGBA PNG.")
 
 
 def decode_image(source: Source, channels: int, name: str = "") -> np.ndarray:
@@ -152,7 +221,15 @@ def decode_image(source: Source, channels: int, name: str = "") -> np.ndarray:
     """
     name = name or (source if isinstance(source, str) else "image bytes")
     img = _open(source, name)
-    return convert_channels(_unit_from_pil(img, name), channels)
+    try:
+        unit = _unit_from_pil(img, name)
+    except DataError:
+        raise
+    except Exception as e:  # odd modes Pillow opens but cannot convert
+        raise _unsupported(name, img, e) from e
+    finally:
+        img.close()
+    return convert_channels(unit, channels)
 
 
 def decode_mask(source: Source, name: str = "") -> np.ndarray:
@@ -169,10 +246,18 @@ def decode_mask(source: Source, name: str = "") -> np.ndarray:
       DataError: the data cannot be decoded.
     """
     name = name or (source if isinstance(source, str) else "mask bytes")
-    arr = np.asarray(_open(source, name))
-    if arr.ndim == 3:
-        arr = arr.any(axis=-1)
-    return (arr > 0).astype(np.uint8)
+    img = _open(source, name)
+    try:
+        arr = np.asarray(img)
+        if arr.ndim == 3:
+            arr = arr.any(axis=-1)
+        if arr.ndim != 2:
+            raise ValueError(f"pixel array of shape {arr.shape}")
+        return (arr > 0).astype(np.uint8)
+    except Exception as e:  # odd modes Pillow opens but cannot convert
+        raise _unsupported(name, img, e) from e
+    finally:
+        img.close()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,8 +313,10 @@ def decode_many(
     masks = list(mask_sources) if mask_sources is not None else [None] * len(
         sources)
     has_mask = [m is not None and len(m) > 0 for m in masks]
-    src = [os.fspath(s) if not isinstance(s, bytes) else s for s in sources]
-    msrc = [os.fspath(m) if h and not isinstance(m, bytes) else (m or b"")
+    # Paths as the file system's bytes: a name that is not valid UTF-8
+    # (surrogate-escaped by os.listdir) still reaches the decoder intact.
+    src = [os.fsencode(s) if not isinstance(s, bytes) else s for s in sources]
+    msrc = [os.fsencode(m) if h and not isinstance(m, bytes) else (m or b"")
             for m, h in zip(masks, has_mask)]
 
     def decode_one(index, source, mask_source):
@@ -237,14 +324,14 @@ def decode_many(
         try:
             raw = source.numpy()
             image = decode_image(raw if isinstance(sources[i], bytes)
-                                 else raw.decode(), channels, names[i])
+                                 else os.fsdecode(raw), channels, names[i])
             mask = np.zeros(image.shape[:2], np.uint8)
             if has_mask[i]:
                 raw_mask = mask_source.numpy()
                 mask_name = (masks[i] if isinstance(masks[i], str)
                              else f"mask of {names[i]}")
                 mask = decode_mask(raw_mask if isinstance(masks[i], bytes)
-                                   else raw_mask.decode(), mask_name)
+                                   else os.fsdecode(raw_mask), mask_name)
                 if mask.shape != image.shape[:2]:
                     raise DataError(
                         f"{mask_name}: mask is {mask.shape[0]}x{mask.shape[1]}"

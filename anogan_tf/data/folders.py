@@ -89,7 +89,8 @@ def list_images(folder: str, recursive: bool) -> List[str]:
       Sorted file paths; possibly empty.
 
     Raises:
-      DataError: `folder` does not exist or is not a folder.
+      DataError: `folder` does not exist, is not a folder, or it or a
+        folder below it cannot be listed.
     """
     if not os.path.isdir(folder):
         raise DataError(
@@ -97,19 +98,41 @@ def list_images(folder: str, recursive: bool) -> List[str]:
             f"--data_path.")
     found = []
     ignored = 0
+    unreadable: List[OSError] = []
+    special: List[str] = []
     if recursive:
-        walk = os.walk(folder)
+        walk = os.walk(folder, onerror=unreadable.append)
     else:
-        walk = [(folder, [], [n for n in os.listdir(folder)
-                              if os.path.isfile(os.path.join(folder, n))])]
+        try:
+            walk = [(folder, [], os.listdir(folder))]
+        except OSError as e:
+            unreadable.append(e)
+            walk = []
     for root, dirs, files in walk:
         # Hidden folders and files (".git", macOS "._x.png") are not data.
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in files:
-            if _has_image_extension(name) and not name.startswith("."):
-                found.append(os.path.join(root, name))
-            else:
-                ignored += 1
+            path = os.path.join(root, name)
+            if not _has_image_extension(name) or name.startswith("."):
+                if not os.path.isdir(path):
+                    ignored += 1
+            # Regular files, and broken links (reported as missing when
+            # decoded). A FIFO or device named x.png would block or never
+            # end, so it is left out, with a warning.
+            elif os.path.isfile(path) or not os.path.exists(path):
+                found.append(path)
+            elif not os.path.isdir(path):
+                special.append(path)
+    if unreadable:
+        e = unreadable[0]
+        raise DataError(
+            f"Cannot list {e.filename or folder!r} ({e.strerror or e}). Give "
+            f"the user running anogan_tf read access to it, or move it out "
+            f"of {folder!r}.")
+    if special:
+        logging.warning(
+            "Skipped %d image names in %s that are not regular files (FIFOs, "
+            "devices, sockets), e.g. %s.", len(special), folder, special[0])
     if ignored:
         logging.info("Ignored %d hidden or non-image files in %s (image extensions: %s).",
                      ignored, folder, _EXTENSIONS_TEXT)

@@ -5,6 +5,13 @@ optionally `label` (int64, 0 normal / 1 anomalous), `mask` (bytes: an
 encoded PNG, nonzero = anomalous) and `id` (bytes, UTF-8). `write_tfrecord`
 writes this format; `read_tfrecord_examples` reads it back, naming the file
 and record index of anything corrupt.
+
+Before TensorFlow reads a file, its record framing (each record: an 8-byte
+length, the length's masked CRC-32C, the data, the data's CRC) is walked in
+Python: TensorFlow's reader allocates whatever a length field with a valid
+CRC claims, so a crafted 1 TB length crashed the process (SIGSEGV) instead
+of raising. Only the well-framed records are handed to TensorFlow, which
+still checks each record's data CRC.
 """
 
 from __future__ import annotations
@@ -12,7 +19,8 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
-from typing import List, Optional, Sequence
+import struct
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -149,9 +157,69 @@ def expand_tfrecord_paths(pattern: str) -> List[str]:
     return files
 
 
+def _crc32c_table() -> Tuple[int, ...]:
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    return tuple(table)
+
+
+_CRC32C_TABLE = _crc32c_table()
+
+
+def _masked_crc32c(data: bytes) -> int:
+    """The TFRecord checksum: CRC-32C (Castagnoli), rotated and offset."""
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc = _CRC32C_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    crc ^= 0xFFFFFFFF
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _check_framing(path: str) -> Tuple[int, Optional[str]]:
+    """Walks a TFRecord file's record headers without reading the records.
+
+    Args:
+      path: A TFRecord file (uncompressed).
+
+    Returns:
+      (the number of leading records whose header is sound and whose data
+      fits in the file, None or what is wrong with the next record).
+    """
+    size = tf.io.gfile.stat(path).length
+    count = offset = 0
+    with tf.io.gfile.GFile(path, "rb") as f:
+        while offset < size:
+            header = f.read(12)
+            if len(header) < 12:
+                return count, (f"the file ends {len(header)} bytes into the "
+                               f"record's 12-byte header (truncated)")
+            length, crc = struct.unpack("<QI", header)
+            if _masked_crc32c(header[:8]) != crc:
+                return count, ("its length field fails its checksum (corrupt, "
+                               "or not a TFRecord file)")
+            left = size - offset - 12
+            if length + 4 > left:
+                return count, (f"it claims {length:,} bytes of data but only "
+                               f"{max(left - 4, 0):,} are left in the file "
+                               f"(truncated or corrupt)")
+            offset += 12 + length + 4
+            f.seek(offset)
+            count += 1
+    return count, None
+
+
 def _bytes_feature(example: tf.train.Example, key: str) -> Optional[bytes]:
     feature = example.features.feature.get(key)
-    if feature is None or not feature.bytes_list.value:
+    if feature is None:
+        return None
+    kind = feature.WhichOneof("kind")
+    if kind not in (None, "bytes_list"):
+        raise ValueError(f"its {key!r} feature is a {kind}, not a bytes_list")
+    if not feature.bytes_list.value:
         return None
     return feature.bytes_list.value[0]
 
@@ -175,23 +243,34 @@ def read_tfrecord_examples(pattern: str,
     """
     out: List[RawExample] = []
     skipped = 0
+    fix = ("Re-write the file (e.g. with anogan_tf.data.write_tfrecord) or "
+           "pass --skip_bad_files to skip the rest of it.")
     for path in expand_tfrecord_paths(pattern):
         stem = os.path.splitext(os.path.basename(path))[0]
-        iterator = iter(tf.data.TFRecordDataset(path))
+        try:
+            framed, framing_error = _check_framing(path)
+        except (OSError, tf.errors.OpError) as e:
+            raise DataError(f"{path} cannot be read ({e}). Check the path and "
+                            f"its permissions.") from e
+        iterator = iter(tf.data.TFRecordDataset(path).take(framed))
         index = 0
         while True:
             where = f"{path} record {index}"
             try:
                 record = next(iterator).numpy()
             except StopIteration:
+                if framing_error is None:
+                    break
+                message = f"{where} is corrupt: {framing_error}. {fix}"
+                if not skip_bad:
+                    raise DataError(message) from None
+                logging.warning("%s Skipping the rest of %s.", message, path)
+                skipped += 1
                 break
             except (tf.errors.DataLossError, tf.errors.OpError) as e:
                 message = (
                     f"{where} is corrupt ({type(e).__name__}: "
-                    f"{e.message.splitlines()[0] if e.message else e}). "
-                    f"Re-write the file (e.g. with anogan_tf.data."
-                    f"write_tfrecord) or pass --skip_bad_files to skip the "
-                    f"rest of it.")
+                    f"{e.message.splitlines()[0] if e.message else e}). {fix}")
                 if not skip_bad:
                     raise DataError(message) from e
                 logging.warning("%s Skipping the rest of %s.", message, path)
@@ -205,6 +284,11 @@ def read_tfrecord_examples(pattern: str,
                     raise ValueError("it has no 'image' bytes feature")
                 label_feature = example.features.feature.get("label")
                 label = None
+                kind = (label_feature.WhichOneof("kind")
+                        if label_feature is not None else None)
+                if kind not in (None, "int64_list"):
+                    raise ValueError(
+                        f"its 'label' feature is a {kind}, not an int64_list")
                 if label_feature is not None and label_feature.int64_list.value:
                     label = int(label_feature.int64_list.value[0])
                     if label not in (0, 1):
