@@ -150,14 +150,19 @@ def test_warmup_file_is_a_predict_log_the_model_accepts(exported):
     _, version_dir, loaded = exported
     records = list(tf.data.TFRecordDataset(
         os.path.join(version_dir, exporter.WARMUP_FILE)).as_numpy_iterator())
-    assert len(records) == 1
-    log = prediction_log_pb2.PredictionLog.FromString(records[0])
-    request = log.predict_log.request
-    assert request.model_spec.signature_name == "serving_default"
-    x = tf.make_ndarray(request.inputs["images"])
-    assert x.shape == (exporter.WARMUP_BATCH, 32, 32, 1)
-    out = _run(loaded.signatures["serving_default"], images=x)
-    assert np.all(np.isfinite(out["anomaly_score"]))
+    # One request per signature family: the patch mapping and whole images.
+    assert len(records) == 2
+    expected = (("serving_default", "anomaly_score"),
+                ("score_images", "image_score"))
+    for record, (name, score_key) in zip(records, expected):
+        request = prediction_log_pb2.PredictionLog.FromString(
+            record).predict_log.request
+        assert request.model_spec.signature_name == name
+        x = tf.make_ndarray(request.inputs["images"])
+        # The tiny model dir records no image size: one 32x32 patch.
+        assert x.shape == (exporter.WARMUP_BATCH, 32, 32, 1)
+        out = _run(loaded.signatures[name], images=x)
+        assert np.all(np.isfinite(out[score_key]))
 
 
 def test_session_loader_runs_the_export_like_the_model_server(exported,
@@ -241,6 +246,29 @@ def test_uint8_signature_equals_float_of_same_picture(exported):
         # Same z0 and the same loop; only float rounding may differ.
         np.testing.assert_allclose(from_u8[key], from_float[key], rtol=1e-6,
                                    atol=1e-6, err_msg=key)
+
+
+def test_score_images_of_a_bare_model_dir_is_one_patch_without_threshold(
+        exported, images):
+    """No detector.json and no training size: score_images takes model-sized
+    images (one patch each), aggregates with "max" (its one patch's score)
+    and, with no calibrated threshold, answers is_anomalous = -1."""
+    _, version_dir, loaded = exported
+    served = _run(loaded.signatures["serving_default"], images=images)
+    whole = _run(loaded.signatures["score_images"], images=images)
+    np.testing.assert_allclose(whole["image_score"], served["anomaly_score"],
+                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(whole["patch_anomaly_score"][:, 0],
+                               served["anomaly_score"], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(whole["anomaly_map"],
+                               served["residual_map"][..., 0], rtol=1e-6,
+                               atol=1e-6)
+    assert np.all(np.isnan(whole["threshold"]))
+    np.testing.assert_array_equal(whole["is_anomalous"], [-1] * len(images))
+    np.testing.assert_array_equal(whole["num_patches"], [1] * len(images))
+    with open(os.path.join(version_dir, exporter.EXPORT_INFO_FILE)) as f:
+        plan = json.load(f)["score_images"]
+    assert plan["image_shape"] == [32, 32, 1] and plan["threshold"] is None
 
 
 def test_generate_equals_generator(exported, models):

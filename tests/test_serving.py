@@ -257,6 +257,44 @@ def test_bad_input_through_client_library_is_a_serving_error(grpc_server):
     assert "got values from" in e.value.message
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.int32])
+def test_wrong_dtype_is_named_by_the_server_and_refused_by_the_client(
+        grpc_server, dtype):
+    x = np.zeros((1, 32, 32, 1), dtype)
+    # A raw request: the model server's own message names both dtypes
+    # (tensorflow_model_server: "to be float but double is provided").
+    channel = grpc.insecure_channel(grpc_server)
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "anogan"
+    request.model_spec.signature_name = "serving_default"
+    request.inputs["images"].CopyFrom(tf.make_tensor_proto(x))
+    with pytest.raises(grpc.RpcError) as e:
+        stub.Predict(request, timeout=30)
+    channel.close()
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    got = tf.dtypes.as_dtype(dtype).name
+    assert f"Expects arg[images] to be float32 but {got} is provided" in \
+        e.value.details()
+    # The client library refuses it before sending and says what to send.
+    with connect(grpc_server, timeout=30) as client:
+        with pytest.raises(ServingError) as e:
+            client.predict(x)
+        assert e.value.code == "INVALID_ARGUMENT"
+        assert (f"'serving_default' input 'images' takes float32 images in "
+                f"[-1, 1]; got {np.dtype(dtype).name}. Not sent:"
+                in e.value.message)
+        assert ("astype(np.float32)" if dtype == np.float64 else
+                "p / 127.5 - 1") in e.value.message
+        assert "or send uint8 pixels to serving_uint8" in e.value.message
+    with connect(grpc_server, signature_name="serving_uint8",
+                 timeout=30) as client:
+        with pytest.raises(ServingError) as e:
+            client.predict(x.astype(np.float32))
+    assert ("takes uint8 pixels in [0, 255]; got float32. Not sent: send "
+            "float32 images in [-1, 1] to serving_default" in e.value.message)
+
+
 @pytest.mark.parametrize("case", ["rank", "nan", "range"])
 def test_bad_inputs_give_invalid_argument_over_rest(rest_server, case):
     # (Python's json writes NaN as the literal TF Serving's parser accepts.)

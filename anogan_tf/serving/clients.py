@@ -63,16 +63,19 @@ class PredictClient:
         """Sends one batch; returns {output key: array}.
 
         Args:
-          inputs: The batch, in the signature's dtype.
+          inputs: The batch, in the signature's dtype (float32 or uint8).
           output_keys: Outputs to return (all when empty). gRPC asks the
             server for only these (`output_filter`).
 
         Raises:
           ServingError: the server refused or failed the request, or it
-            timed out.
+            timed out; INVALID_ARGUMENT before sending when `inputs` has
+            another dtype (`SignatureInfo.check_dtype`).
         """
         sig = self.signature()
-        inputs = np.ascontiguousarray(inputs, sig.input_dtype)
+        inputs = np.asarray(inputs)
+        sig.check_dtype(inputs.dtype)
+        inputs = np.ascontiguousarray(inputs)
         outputs = self._predict(sig, inputs, tuple(output_keys))
         return ({k: outputs[k] for k in output_keys} if output_keys
                 else outputs)

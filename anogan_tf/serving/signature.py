@@ -42,6 +42,9 @@ class SignatureInfo:
       input_dtype: numpy dtype the input expects (float32 or uint8).
       image_shape: The model's (H, W, C), or None if the server does not say.
       output_keys: The signature's output names.
+      counterpart: The served signature that takes the same images in the
+        other dtype (serving_default <-> serving_uint8, score_images <->
+        score_images_uint8), or None.
     """
 
     name: str
@@ -49,6 +52,30 @@ class SignatureInfo:
     input_dtype: np.dtype
     image_shape: Optional[Tuple[int, int, int]]
     output_keys: Tuple[str, ...]
+    counterpart: Optional[str] = None
+
+    def check_dtype(self, dtype) -> None:
+        """Raises ServingError (INVALID_ARGUMENT) unless `dtype` is the
+        input dtype, naming what to send instead (no silent casts: a cast
+        of 0..255 integers to float32 would be refused later as out of
+        range, and a float64 -> float32 cast may hide a scaling slip)."""
+        dtype = np.dtype(dtype)
+        if dtype == self.input_dtype:
+            return
+        if self.input_dtype == np.uint8:
+            wanted = "uint8 pixels in [0, 255]"
+            other = (f"send float32 images in [-1, 1] to {self.counterpart}"
+                     if self.counterpart else "convert them")
+        else:
+            wanted = "float32 images in [-1, 1]"
+            other = ("cast with x.astype(np.float32)" if dtype.kind == "f"
+                     else "scale 8-bit pixels by p / 127.5 - 1")
+            if self.counterpart:
+                other += f", or send uint8 pixels to {self.counterpart}"
+        raise ServingError(
+            "INVALID_ARGUMENT",
+            f"Signature {self.name!r} input {self.input_key!r} takes "
+            f"{wanted}; got {dtype.name}. Not sent: {other}.")
 
 
 def _static_dims(tensor_info) -> Optional[Tuple[int, ...]]:
@@ -101,7 +128,15 @@ def signature_info(signature_defs: Mapping[str, Any],
             f"Signature {name!r} input {key!r} has dtype "
             f"{types_pb2.DataType.Name(info.dtype)}; anogan-client sends "
             f"float32 or uint8 images.")
+    if name.endswith("_uint8"):
+        partner = ("serving_default" if name == "serving_uint8"
+                   else name[:-len("_uint8")])
+    else:
+        partner = ("serving_uint8" if name == "serving_default"
+                   else f"{name}_uint8")
     return SignatureInfo(name=name, input_key=key,
                          input_dtype=dtypes[info.dtype],
                          image_shape=_image_shape(sig),
-                         output_keys=tuple(sorted(sig.outputs)))
+                         output_keys=tuple(sorted(sig.outputs)),
+                         counterpart=(partner if partner in signature_defs
+                                      else None))
