@@ -107,6 +107,32 @@ def test_failed_export_leaves_neither_version_nor_temp(model_dir, tmp_path,
     assert os.listdir(export_dir) == []
 
 
+def test_stale_temp_folders_go_and_running_exports_keep_theirs(tmp_path):
+    import fcntl
+    import time
+    export_dir = tmp_path / "models"
+    export_dir.mkdir()
+    (export_dir / "1").mkdir()
+    names = {n: export_dir / f"{exporter.TEMP_PREFIX}{n}"
+             for n in ("dead", "running", "old", "new")}
+    for path in names.values():
+        (path / "1").mkdir(parents=True)
+    for name in ("dead", "running"):
+        (names[name] / ".lock").write_text("")
+    # Without a lock file, the age decides (a folder from before this run).
+    before = time.time()
+    os.utime(names["old"], (before - 60, before - 60))
+    os.utime(names["new"], (before + 1, before + 1))
+    # A running export holds its lock (here: this process, as another
+    # process would); a dead one's lock is free.
+    with open(names["running"] / ".lock", "r+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        removed = exporter.remove_stale_temp_dirs(str(export_dir), before)
+    assert sorted(removed) == sorted(str(names[n]) for n in ("dead", "old"))
+    assert sorted(os.listdir(export_dir)) == sorted(
+        ["1", names["running"].name, names["new"].name])
+
+
 def test_saved_model_cli_show_lists_signatures(exported):
     _, version_dir, _ = exported
     out = subprocess.run(

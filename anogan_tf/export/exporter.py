@@ -337,8 +337,8 @@ def remove_stale_temp_dirs(export_dir: str, before: float) -> List[str]:
             if fd is not None:
                 os.close(fd)
     if removed:
-        logging.info("Removed %d stale temp folder(s) of interrupted exports: "
-                     "%s", len(removed), ", ".join(removed))
+        logging.warning("Removed %d stale temp folder(s) left by interrupted "
+                        "exports: %s", len(removed), ", ".join(removed))
     return removed
 
 
