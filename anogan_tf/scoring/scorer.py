@@ -317,7 +317,7 @@ class Scorer:
             dataset="folder", image_size=model_config.image_size,
             channels=model_config.channels)
         mapping_config = mapping_config or MappingConfig()
-        eval_config = eval_config or EvalConfig()
+        eval_config = eval_config or EvalConfig(output_dir="")
         if overrides is None:
             overrides = [k for k in detector_lib.SETTING_KEYS
                          if given[k.split(".", 1)[0]]]
