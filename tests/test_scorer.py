@@ -5,26 +5,15 @@ import dataclasses
 import numpy as np
 import pytest
 
-from anogan_tf.config import (ConfigError, DataConfig, EvalConfig,
-                              MappingConfig, ModelConfig, TrainConfig)
+from anogan_tf.config import ConfigError, EvalConfig, MappingConfig
 from anogan_tf.data import DataError, ImageSet, load_images
 from anogan_tf.scoring import detector as detector_lib
 from anogan_tf.scoring.scorer import Scorer, as_image_set, score_image_set
-from anogan_tf.training import train_gan
 
-MODEL = ModelConfig(image_size=32, channels=1, latent_dim=16, base_filters=4)
-DATA = DataConfig(dataset="synthetic_oct", image_size=32, oct_height=64,
-                  oct_width=64, oct_num_train=8, oct_num_test=4,
-                  patch_stride=32)
 MAPPING = MappingConfig(steps=3, batch_size=8, jit_compile=False)
 
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    md = str(tmp_path_factory.mktemp("model"))
-    train_gan(MODEL, DATA, TrainConfig(model_dir=md, batch_size=8, epochs=1,
-                                       steps_per_epoch=2), verbose=0)
-    return md
+# The tiny trained model and its data: test_calibration's fixture.
+from test_calibration import DATA, MODEL, model_dir  # noqa: E402,F401
 
 
 def _record(model_dir, threshold=None, **eval_fields):

@@ -232,10 +232,9 @@ BAD = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(BAD))
-def test_bad_inputs_give_invalid_argument_over_grpc(grpc_server, case):
-    x, phrase = BAD[case]
-    channel = grpc.insecure_channel(grpc_server)
+def _raw_predict_error(server, x) -> grpc.RpcError:
+    """The RpcError of a raw serving_default request (no client library)."""
+    channel = grpc.insecure_channel(server)
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "anogan"
@@ -244,9 +243,16 @@ def test_bad_inputs_give_invalid_argument_over_grpc(grpc_server, case):
     with pytest.raises(grpc.RpcError) as e:
         stub.Predict(request, timeout=30)
     channel.close()
-    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "images must be [N, 32, 32, 1] float32 in [-1, 1]" in e.value.details()
-    assert phrase in e.value.details()
+    return e.value
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_inputs_give_invalid_argument_over_grpc(grpc_server, case):
+    x, phrase = BAD[case]
+    error = _raw_predict_error(grpc_server, x)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "images must be [N, 32, 32, 1] float32 in [-1, 1]" in error.details()
+    assert phrase in error.details()
 
 
 def test_bad_input_through_client_library_is_a_serving_error(grpc_server):
@@ -263,19 +269,11 @@ def test_wrong_dtype_is_named_by_the_server_and_refused_by_the_client(
     x = np.zeros((1, 32, 32, 1), dtype)
     # A raw request: the model server's own message names both dtypes
     # (tensorflow_model_server: "to be float but double is provided").
-    channel = grpc.insecure_channel(grpc_server)
-    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = "anogan"
-    request.model_spec.signature_name = "serving_default"
-    request.inputs["images"].CopyFrom(tf.make_tensor_proto(x))
-    with pytest.raises(grpc.RpcError) as e:
-        stub.Predict(request, timeout=30)
-    channel.close()
-    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    error = _raw_predict_error(grpc_server, x)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     got = tf.dtypes.as_dtype(dtype).name
     assert f"Expects arg[images] to be float32 but {got} is provided" in \
-        e.value.details()
+        error.details()
     # The client library refuses it before sending and says what to send.
     with connect(grpc_server, timeout=30) as client:
         with pytest.raises(ServingError) as e:
