@@ -12,8 +12,9 @@ channel is dropped) of dtype uint8 (divided by 255), uint16 (divided by
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Dict, Optional
+from typing import Dict, Iterator, Optional
 
 import numpy as np
 
@@ -106,6 +107,22 @@ _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 _READ_ERRORS = (Exception,)
 
 
+@contextlib.contextmanager
+def _as_data_error(what: str) -> Iterator[None]:
+    """Turns every failure of numpy reading `what` into a DataError: a
+    refused pickle says so, anything else is a malformed file."""
+    try:
+        yield
+    except DataError:
+        raise
+    except ValueError as e:
+        if "pickle" in str(e).lower():
+            raise _refused_pickle(what) from e
+        raise _malformed(what, e) from e
+    except _READ_ERRORS as e:
+        raise _malformed(what, e) from e
+
+
 def _refused_pickle(what: str) -> DataError:
     return DataError(
         f"{what} holds pickled (object) data, which was refused: loading it "
@@ -136,34 +153,20 @@ def _load(path: str):
             f"{path} is not a .npy or .npz file (it starts with {head!r}; "
             f".npy files start with {_NPY_MAGIC!r} and .npz files are zip "
             f"archives). Save arrays with np.save or np.savez.")
-    try:
+    with _as_data_error(path):
         return np.load(path, allow_pickle=False)
-    except ValueError as e:
-        if "pickle" in str(e).lower():
-            raise _refused_pickle(path) from e
-        raise _malformed(path, e) from e
-    except _READ_ERRORS as e:
-        raise _malformed(path, e) from e
 
 
 def _member(loaded, path: str, key: str) -> np.ndarray:
     """One array of an open .npz, with every failure a DataError."""
     what = f"{path}: array {key!r}"
-    try:
+    with _as_data_error(what):
         array = loaded[key]
-        if not isinstance(array, np.ndarray):  # a zip member that is no .npy
-            raise DataError(
-                f"{what} is not a .npy array inside the .npz archive. Save "
-                f"with np.savez(path, images=..., ...).")
-        return array
-    except DataError:
-        raise
-    except ValueError as e:
-        if "pickle" in str(e).lower():
-            raise _refused_pickle(what) from e
-        raise _malformed(what, e) from e
-    except _READ_ERRORS as e:
-        raise _malformed(what, e) from e
+    if not isinstance(array, np.ndarray):  # a zip member that is no .npy
+        raise DataError(
+            f"{what} is not a .npy array inside the .npz archive. Save "
+            f"with np.savez(path, images=..., ...).")
+    return array
 
 
 def read_array_file(path: str) -> Dict[str, Optional[np.ndarray]]:
