@@ -271,6 +271,13 @@ flags.DEFINE_enum("map_smoothing", "signed", ["signed", "absolute"],
                   "x - G(z*) and then takes its magnitude (speckle of random "
                   "sign averages out, a lesion's one-signed residual stays); "
                   "absolute smooths |x - G(z*)|.")
+flags.DEFINE_enum("map_norm", "none", ["none", "depth"],
+                  "depth: standardise every anomaly-map pixel by the normal "
+                  "calibration images' maps at the same depth (within the "
+                  "retina band with --roi=retina, else the row), so a layer "
+                  "G misfits on every scan stops outranking a lesion. "
+                  "anogan-evaluate fits the statistics on the calibration "
+                  "images and records them in detector.json.")
 
 # --- export / serving ---------------------------------------------------------
 flags.DEFINE_string("export_dir", None, "Export base: versions go to <export_dir>/<N>/.")
@@ -379,7 +386,8 @@ def eval_config_from_flags() -> config_lib.EvalConfig:
         num_test=FLAGS.num_test,
         calibration_data=tuple(FLAGS.calibration_data or ()),
         target_fpr=FLAGS.target_fpr, map_sigma=FLAGS.map_sigma,
-        map_smoothing=FLAGS.map_smoothing, paper_score=FLAGS.paper_score)
+        map_smoothing=FLAGS.map_smoothing, map_norm=FLAGS.map_norm,
+        paper_score=FLAGS.paper_score)
 
 
 def model_config_for_scoring(model_dir: str) -> config_lib.ModelConfig:
@@ -430,6 +438,7 @@ DETECTOR_FLAGS = {
     "image_score.aggregate": "aggregate", "image_score.topk": "topk",
     "image_score.map_sigma": "map_sigma",
     "image_score.map_smoothing": "map_smoothing",
+    "image_score.map_norm": "map_norm",
 }
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "load_model_config",
     "MODEL_CONFIG_FILE",
     "MAP_SMOOTHINGS",
+    "MAP_NORMS",
 ]
 
 MODEL_CONFIG_FILE = "config.json"
@@ -33,6 +34,9 @@ GAN_LOSSES = ("dcgan", "wgan_gp", "hinge")
 D_NORMS = ("batch", "layer", "none")
 # What an anomaly map smooths (EvalConfig.map_smoothing; scoring/maps.py).
 MAP_SMOOTHINGS = ("signed", "absolute")
+# How an anomaly map is compared with normal images (EvalConfig.map_norm;
+# scoring/map_reference.py).
+MAP_NORMS = ("none", "depth")
 
 
 class ConfigError(ValueError):
@@ -417,6 +421,11 @@ class EvalConfig:
         residual x - G(z*) before its magnitude is taken (speckle of random
         sign averages out, a lesion's one-signed residual stays), or
         "absolute", |x - G(z*)| (see anogan_tf/scoring/maps.py).
+      map_norm: "none", or "depth": every map pixel is standardised by
+        the normal calibration images' maps at the same depth (within the
+        retina band with an ROI, else the row): max(0, (m - median) /
+        (p99 - median)). anogan-evaluate fits the statistics and records
+        them in detector.json (scoring/map_reference.py).
       paper_score: When the mode is not iterative, also map the test images
         the paper's way (iterative, the same steps, A(x)) and report that
         AUROC in metrics.json (image_auroc_by_score["paper_iterative"]), so
@@ -434,6 +443,7 @@ class EvalConfig:
     target_fpr: float = 0.0
     map_sigma: float = 0.0
     map_smoothing: str = "signed"
+    map_norm: str = "none"
     paper_score: bool = True
 
     def __post_init__(self):
@@ -448,6 +458,11 @@ class EvalConfig:
                 f"--map_smoothing must be one of {'|'.join(MAP_SMOOTHINGS)}, "
                 f"got {self.map_smoothing!r}: 'signed' blurs x - G(z*) before "
                 f"taking its magnitude, 'absolute' blurs |x - G(z*)|.")
+        if self.map_norm not in MAP_NORMS:
+            raise ConfigError(
+                f"--map_norm must be one of {'|'.join(MAP_NORMS)}, got "
+                f"{self.map_norm!r}: 'depth' standardises the maps by the "
+                f"normal calibration images' maps at the same depth.")
         if not 0.0 <= self.target_fpr < 1.0:
             raise ConfigError(
                 f"target_fpr must be in [0, 1) (0: off), got {self.target_fpr}.")

@@ -98,3 +98,61 @@ def test_bad_inputs_name_the_fix(model_dir):
             MAPPING, mode="encoder"))
     assert isinstance(as_image_set(ImageSet(np.zeros((1, 4, 4, 1), np.float32),
                                             ("a",))), ImageSet)
+
+
+def test_evaluate_fits_the_map_reference_and_score_applies_it(model_dir,
+                                                              tmp_path):
+    import json
+
+    from anogan_tf.scoring import map_reference as mr
+    from anogan_tf.scoring import run_evaluate
+
+    eval_config = EvalConfig(output_dir=str(tmp_path / "E"), num_test=8,
+                             aggregate="map_max", map_sigma=2.0,
+                             map_norm="depth")
+    data = dataclasses.replace(DATA, roi="retina", roi_min_coverage=0.3,
+                               patch_stride=16)
+    m = run_evaluate(model_dir, data, MAPPING, eval_config, progress=False,
+                     write_detector=True)
+    assert m["map_norm"] == "depth" and m["map_reference_images"] == 8
+    recorded = detector_lib.load_detector(model_dir)
+    ref = recorded.map_reference
+    assert ref.coordinate == "band" and ref.map == "signed_s2"
+    assert ref.n_images == 8 and recorded.threshold.n_calibration == 8
+    # The recorded reference is the one the calibration images' raw maps give.
+    scorer = Scorer.from_model_dir(model_dir)
+    assert scorer.eval_config.map_norm == "depth"
+    assert scorer.map_reference == ref
+    raw = scorer.with_settings(eval_config=dataclasses.replace(
+        scorer.eval_config, map_norm="none"))
+    calib = raw.score(load_images(data, "calibration").take(8),
+                      progress=False)
+    assert mr.fit_map_reference(calib.maps, calib.residuals.weight,
+                                calib.patches.roi_masks, "signed_s2") == ref
+    # The threshold was set on cross-fitted calibration scores.
+    cross = mr.cross_fitted_maps(calib.maps, calib.residuals.weight,
+                                 calib.patches.roi_masks, "signed_s2")
+    np.testing.assert_allclose(recorded.threshold.calibration_scores,
+                               np.sort(cross.reshape(8, -1).max(axis=1)))
+    # anogan-score's maps: the raw maps standardised; map_max their maximum.
+    test = load_images(data, "test").take(3)
+    scored, plain = scorer.score(test, progress=False), raw.score(
+        test, progress=False)
+    assert scored.map_norm == "depth" and plain.map_norm == "none"
+    expected = mr.standardize_maps(plain.maps, plain.residuals.weight,
+                                   plain.patches.roi_masks, ref)
+    np.testing.assert_array_equal(scored.maps, expected)
+    np.testing.assert_allclose(scored.image_scores,
+                               expected.reshape(3, -1).max(axis=1))
+    assert scorer.recorded_threshold() == recorded.threshold
+    with open(tmp_path / "E" / "metrics.json") as f:
+        assert json.load(f)["map_norm"] == "depth"
+    # A model dir whose detector asks for depth norm but has no reference.
+    _record(model_dir, aggregate="map_max", map_norm="depth")
+    with pytest.raises(ConfigError, match="anogan-evaluate --model_dir=.*"
+                                          "--map_norm=depth"):
+        Scorer.from_model_dir(model_dir).score(test, progress=False)
+    # A reference of another map does not apply.
+    with pytest.raises(ConfigError, match="fitted on 'signed_s2' maps"):
+        scorer.with_settings(eval_config=dataclasses.replace(
+            scorer.eval_config, map_sigma=0.0)).score(test, progress=False)

@@ -4,7 +4,8 @@
 (data/intensity.py), patches with the ROI rules (data/patches.py,
 data/roi.py), the latent mapping of each patch, stitching of the residual
 maps with overlap averaging, the map's region and smoothing
-(scoring/maps.py) and the image aggregate (scoring/metrics.py,
+(scoring/maps.py), its standardisation by depth against normal images
+(scoring/map_reference.py) and the image aggregate (scoring/metrics.py,
 scoring/scorer.py). `image_scores` is the same computation as TF ops, with
 the settings of one detector fixed at export (`ImagePlan`), so a TF Serving
 client can send whole images and get the detector's answer.
@@ -47,6 +48,7 @@ import tensorflow as tf
 from anogan_tf.config import ConfigError
 from anogan_tf.data.patches import patch_positions
 from anogan_tf.export import roi_graph
+from anogan_tf.scoring.map_reference import MapReference
 
 __all__ = ["ImagePlan", "IMAGE_OUTPUT_KEYS", "image_scores"]
 
@@ -75,6 +77,8 @@ class ImagePlan:
       topk: k of "topk_mean".
       map_sigma: Gaussian sigma of the anomaly maps (0: raw).
       map_smoothing: "signed" or "absolute".
+      map_reference: The per-depth statistics that standardise the maps
+        (detector.json's, with map_norm "depth"), or None.
       mode: The detector's mapping mode (iterative, encoder, hybrid).
       threshold: The calibrated image-score threshold, or None.
       threshold_rule: How it was chosen ("" without one).
@@ -91,6 +95,7 @@ class ImagePlan:
     topk: int = 3
     map_sigma: float = 0.0
     map_smoothing: str = "signed"
+    map_reference: Optional[MapReference] = None
     mode: str = "iterative"
     threshold: Optional[float] = None
     threshold_rule: str = ""
@@ -119,6 +124,10 @@ class ImagePlan:
         """The plan as JSON-ready values (for anogan_export.json)."""
         out = dataclasses.asdict(self)
         out["image_shape"] = list(self.image_shape)
+        ref = self.map_reference
+        out["map_reference"] = None if ref is None else {
+            "coordinate": ref.coordinate, "bins": len(ref.median),
+            "n_images": ref.n_images, "map": ref.map}
         out["grid_positions"] = len(self.grid)
         return out
 
@@ -230,6 +239,50 @@ def _roi(x, plan: ImagePlan):
         tf.TensorSpec([h, w], tf.bool)))
 
 
+def _masked_median(values, keep):
+    """Per row the median of `values` [N, W] where `keep`, as np.median."""
+    big = tf.constant(np.inf, values.dtype)
+    ordered = tf.sort(tf.where(keep, values, big), axis=1)
+    k = tf.reduce_sum(tf.cast(keep, tf.int32), axis=1)
+    lo = tf.gather(ordered, tf.maximum((k - 1) // 2, 0), batch_dims=1)
+    hi = tf.gather(ordered, tf.maximum(k // 2, 0), batch_dims=1)
+    return 0.5 * (lo + hi)
+
+
+def _depth(masks, n, h: int, w: int):
+    """`map_reference.depth_coordinates` as TF ops: float64 [N, H, W]."""
+    rows = (tf.range(h, dtype=_F64) + 0.5) / h
+    row_depth = tf.broadcast_to(rows[None, :, None], [n, h, w])
+    if masks is None:
+        return row_depth
+    has = tf.reduce_any(masks, axis=1)                          # [N, W]
+    as_int = tf.cast(masks, tf.int32)
+    top = tf.cast(tf.argmax(as_int, axis=1), _F64)
+    bottom = tf.cast(h - tf.argmax(tf.reverse(as_int, [1]), axis=1), _F64)
+    top = tf.where(has, top, _masked_median(top, has)[:, None])
+    bottom = tf.where(has, bottom, _masked_median(bottom, has)[:, None])
+    y = tf.range(h, dtype=_F64)[None, :, None]
+    band = (y - top[:, None, :]) / tf.maximum(bottom - top, 1.0)[:, None, :]
+    any_roi = tf.reduce_any(has, axis=1)[:, None, None]
+    return tf.where(any_roi, band, row_depth)
+
+
+def _standardize(maps, weight, masks, ref: MapReference):
+    """`map_reference.standardize_maps` as TF ops: float32 [N, H, W]."""
+    n, h, w = tf.shape(maps)[0], maps.shape[1], maps.shape[2]
+    depth = _depth(masks if ref.coordinate == "band" else None, n, h, w)
+    edges = tf.constant([ref.edges], _F64)
+    flat = tf.reshape(depth, [1, -1])
+    bins = tf.clip_by_value(
+        tf.searchsorted(edges, flat, side="right") - 1, 0,
+        len(ref.edges) - 2)
+    bins = tf.reshape(bins, tf.shape(depth))
+    median = tf.gather(tf.constant(ref.median, _F64), bins)
+    spread = tf.gather(tf.constant(ref.spread, _F64), bins)
+    out = tf.maximum((tf.cast(maps, _F64) - median) / spread, 0.0)
+    return tf.cast(tf.where(weight, out, 0.0), tf.float32)
+
+
 def image_scores(x, plan: ImagePlan,
                  map_patches: Callable[[tf.Tensor], Dict[str, tf.Tensor]]
                  ) -> Dict[str, tf.Tensor]:
@@ -253,7 +306,7 @@ def image_scores(x, plan: ImagePlan,
     if plan.intensity_norm == "roi_percentile":
         x = tf.map_fn(roi_graph.normalize_scan, x,
                       fn_output_signature=tf.TensorSpec([h, w, c], tf.float32))
-    region = None
+    region = masks = None
     if plan.roi == "retina":
         source, valid, masks = _roi(x, plan)
         keep, _ = _select(masks, plan)
@@ -303,6 +356,8 @@ def image_scores(x, plan: ImagePlan,
     else:
         smoothed = _masked_gaussian(stitched["signed"], weight, plan.map_sigma)
         maps = tf.reduce_mean(tf.abs(smoothed), axis=-1)
+    if plan.map_reference is not None:
+        maps = _standardize(maps, weight, masks, plan.map_reference)
 
     patch = {k: to_grid(out[k], np.nan) for k in
              ("anomaly_score", "residual_score", "discrimination_score")}

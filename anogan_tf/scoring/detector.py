@@ -15,7 +15,13 @@ The file (version 1)::
    "mapping": {MappingConfig fields},
    "patches": {PatchSettings fields},
    "image_score": {ImageScoreSettings fields},
-   "threshold": null or {Threshold fields}}
+   "threshold": null or {Threshold fields},
+   "map_reference": null or {MapReference fields}}
+
+The map reference (image_score.map_norm "depth", scoring/map_reference.py)
+is fitted by anogan-evaluate on the same calibration images as the
+threshold, and travels with it: anogan-train drops both when the models
+change.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import numpy as np
 
 from anogan_tf.config import (ConfigError, DataConfig, EvalConfig,
                               MappingConfig)
+from anogan_tf.scoring.map_reference import MapReference
 
 __all__ = ["DETECTOR_FILE", "DETECTOR_VERSION", "PatchSettings",
            "ImageScoreSettings", "Threshold", "Detector", "detector_path",
@@ -70,12 +77,14 @@ class ImageScoreSettings:
       topk: k of "topk_mean".
       map_sigma: Gaussian sigma of the anomaly maps (0: raw).
       map_smoothing: "signed" or "absolute".
+      map_norm: "none" or "depth" (scoring/map_reference.py).
     """
 
     aggregate: str = "max"
     topk: int = 3
     map_sigma: float = 0.0
     map_smoothing: str = "signed"
+    map_norm: str = "none"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +119,9 @@ class Detector:
       patches: Patching, ROI and intensity normalisation.
       image_score: Aggregation and map smoothing.
       threshold: The calibrated threshold, once anogan-evaluate has run.
+      map_reference: The normal maps' per-depth statistics that
+        image_score.map_norm "depth" applies, once anogan-evaluate has
+        fitted them.
       written_by: The binary that wrote the file ("anogan-train",
         "anogan-evaluate").
       version: File format version.
@@ -121,12 +133,15 @@ class Detector:
     threshold: Optional[Threshold] = None
     written_by: str = ""
     version: int = DETECTOR_VERSION
+    map_reference: Optional[MapReference] = None
 
     @classmethod
     def from_configs(cls, data_config: DataConfig,
                      mapping_config: MappingConfig, eval_config: EvalConfig,
                      threshold: Optional[Threshold] = None,
-                     written_by: str = "") -> "Detector":
+                     written_by: str = "",
+                     map_reference: Optional[MapReference] = None
+                     ) -> "Detector":
         """The record of the settings in these configs."""
         return cls(
             mapping=mapping_config,
@@ -136,7 +151,8 @@ class Detector:
             image_score=ImageScoreSettings(**{
                 f.name: getattr(eval_config, f.name)
                 for f in dataclasses.fields(ImageScoreSettings)}),
-            threshold=threshold, written_by=written_by)
+            threshold=threshold, written_by=written_by,
+            map_reference=map_reference)
 
     def settings(self) -> Dict[str, Any]:
         """{"<section>.<field>": value} of every recorded setting."""
@@ -173,6 +189,8 @@ def _to_json(detector: Detector) -> Dict[str, Any]:
     if raw["threshold"] is not None:
         raw["threshold"]["calibration_scores"] = list(
             raw["threshold"]["calibration_scores"])
+    raw["map_reference"] = (None if detector.map_reference is None else
+                            detector.map_reference.to_json())
     return raw
 
 
@@ -289,13 +307,22 @@ def load_detector(model_dir: str) -> Optional[Detector]:
                               f"must be numbers ({e}). {_fix_hint(path)}") from e
         threshold = dataclasses.replace(threshold, value=value,
                                         calibration_scores=tuple(sorted(scores)))
+    reference = raw.get("map_reference")
+    if reference is not None:
+        if not isinstance(reference, dict):
+            raise ConfigError(f"{path}: \"map_reference\" must be null or a "
+                              f"JSON object. {_fix_hint(path)}")
+        try:
+            reference = MapReference.from_json(reference)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from e
     return Detector(
         mapping=_record(MappingConfig, raw["mapping"], path, "mapping"),
         patches=_record(PatchSettings, patches, path, "patches"),
         image_score=_record(ImageScoreSettings, raw.get("image_score") or {},
                             path, "image_score"),
         threshold=threshold, written_by=str(raw.get("written_by", "")),
-        version=version)
+        version=version, map_reference=reference)
 
 
 def resolve_configs(detector: Optional[Detector], data_config: DataConfig,
@@ -371,7 +398,8 @@ def scale_differences(recorded: Detector, current: Detector) -> List[str]:
     if aggregate != "topk_mean":
         skip.add("image_score.topk")
     if aggregate != "map_max":
-        skip |= {"image_score.map_sigma", "image_score.map_smoothing"}
+        skip |= {"image_score.map_sigma", "image_score.map_smoothing",
+                 "image_score.map_norm"}
     return [f"{k}: {then[k]!r} -> {now[k]!r}" for k in SETTING_KEYS
             if k not in skip and not _same(then[k], now[k])]
 
@@ -393,16 +421,20 @@ def carry_threshold(old: Optional[Detector], new: Detector,
       (detector, note): the record to write, and "" or a sentence on the
       threshold kept or dropped (for the log).
     """
-    if old is None or old.threshold is None:
+    if old is None or (old.threshold is None and old.map_reference is None):
         return new, ""
     differ = scale_differences(old, new)
     if models_unchanged and not differ:
-        return (dataclasses.replace(new, threshold=old.threshold),
+        return (dataclasses.replace(new, threshold=old.threshold,
+                                    map_reference=old.map_reference),
                 f"Kept the calibrated threshold {old.threshold.value:.6g} "
-                f"({old.threshold.rule}).")
+                f"({old.threshold.rule})." if old.threshold is not None else
+                "Kept the fitted map reference.")
     why = "; ".join(differ) if differ else "the models changed"
     return new, (f"Dropped the threshold anogan-evaluate recorded ({why}); "
-                 f"re-run anogan-evaluate to calibrate one.")
+                 f"re-run anogan-evaluate to calibrate one"
+                 + (" and to fit the map reference (--map_norm=depth)."
+                    if old.map_reference is not None else "."))
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -16,10 +16,11 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 from absl import logging
 
-from anogan_tf.config import DataConfig, EvalConfig, MappingConfig
+from anogan_tf.config import ConfigError, DataConfig, EvalConfig, MappingConfig
 from anogan_tf.data import DataError, PatchSet, load_images
 from anogan_tf.scoring import calibration as calibration_lib
 from anogan_tf.scoring import detector as detector_lib
+from anogan_tf.scoring import map_reference as reference_lib
 from anogan_tf.scoring import maps as maps_lib
 from anogan_tf.scoring import metrics as metrics_lib
 from anogan_tf.scoring import outputs, reports, thresholds
@@ -57,15 +58,24 @@ def run_evaluate(model_dir: str, data_config: DataConfig,
     calibration images the percentile rule falls back to Youden's J and is
     recorded as such.
 
+    With `eval_config.map_norm` "depth" the per-depth statistics of the
+    calibration images' maps are fitted first and standardise the test
+    maps; each calibration image's own score then comes from statistics
+    fitted on the other half of the calibration images
+    (`map_reference.cross_fitted_maps`), so the threshold is not set on
+    images that look more normal than new ones.
+
     With `write_detector` (anogan-evaluate) the settings used and the
-    threshold, with its rule and the sorted calibration scores, are written
-    to `<model_dir>/detector.json`, which anogan-score then applies.
+    threshold, with its rule and the sorted calibration scores (and the map
+    reference), are written to `<model_dir>/detector.json`, which
+    anogan-score then applies.
 
     Returns:
       The metrics dict written to metrics.json.
 
     Raises:
-      ConfigError: target_fpr > 0 without (enough) calibration images.
+      ConfigError: target_fpr > 0 or map_norm "depth" without (enough)
+        calibration images.
     """
     scorer = Scorer.from_model_dir(model_dir, data_config, mapping_config,
                                    eval_config, use_detector=False)
@@ -88,9 +98,16 @@ def run_evaluate(model_dir: str, data_config: DataConfig,
     rule = eval_config.threshold_rule
     target_fpr = eval_config.target_fpr
     calib = None
+    depth_norm = eval_config.map_norm == "depth"
     if (rule == "percentile" or target_fpr > 0 or
-            eval_config.calibration_data):
+            eval_config.calibration_data or depth_norm):
         calib = thresholds.load_calibration(eval_config, data_config, from_dataset=True)
+    if calib is None and depth_norm:
+        raise ConfigError(
+            f"--map_norm=depth fits its statistics on held-out normal images, "
+            f"but {data_config.dataset!r} at {data_config.data_path!r} has no "
+            f"calibration split. Pass --calibration_data=<folder or file of "
+            f"normal images not used in training>, or --map_norm=none.")
     if calib is None and target_fpr > 0:
         raise thresholds.no_calibration_error(
             eval_config, f"{data_config.dataset!r} at "
@@ -100,6 +117,24 @@ def run_evaluate(model_dir: str, data_config: DataConfig,
         rule = "youden"
     if target_fpr > 0:
         rule = "conformal"
+    calib_scored = reference = None
+    calib_label = "calibration (normal)"
+    if depth_norm:
+        calib_scored = scorer.with_settings(eval_config=dataclasses.replace(
+            eval_config, map_norm="none")).score(calib, progress=progress,
+                                                 label=calib_label)
+        map_name = maps_lib.map_name(eval_config.map_sigma,
+                                     eval_config.map_smoothing)
+        reference = reference_lib.fit_map_reference(
+            calib_scored.maps, calib_scored.residuals.weight,
+            calib_scored.patches.roi_masks, map_name)
+        scorer = scorer.with_settings(map_reference=reference)
+        logging.info(
+            "Fitted the map reference (--map_norm=depth) on the %s maps of "
+            "%d normal calibration images: %d depth bins (%s).", map_name,
+            reference.n_images, len(reference.median),
+            "within the retina band" if reference.coordinate == "band"
+            else "image rows")
     score = lambda s, label: scorer.score(  # noqa: E731
         s, progress=progress, label=label)
     scored = score(test, "test")
@@ -107,8 +142,18 @@ def run_evaluate(model_dir: str, data_config: DataConfig,
     normal_scores = p_values = None
     warning = ""
     if calib is not None:
-        normal_scores = thresholds.finite_scores(
-            score(calib, "calibration (normal)").image_scores)
+        if calib_scored is None:
+            calib_image_scores = score(calib, calib_label).image_scores
+        elif eval_config.aggregate == "map_max":
+            # Each calibration image standardised without its own pixels.
+            cross = reference_lib.cross_fitted_maps(
+                calib_scored.maps, calib_scored.residuals.weight,
+                calib_scored.patches.roi_masks, reference.map)
+            calib_image_scores = cross.reshape(len(cross), -1).max(
+                axis=1).astype(np.float64)
+        else:
+            calib_image_scores = calib_scored.image_scores
+        normal_scores = thresholds.finite_scores(calib_image_scores)
         if target_fpr > 0:
             thresholds.check_target_fpr(target_fpr, len(normal_scores),
                               eval_config.num_test)
@@ -154,7 +199,8 @@ def run_evaluate(model_dir: str, data_config: DataConfig,
         paper = scorer.with_settings(
             mapping_config=dataclasses.replace(
                 mapping_config, mode="iterative", score="anogan"),
-            eval_config=dataclasses.replace(eval_config, map_sigma=0.0)
+            eval_config=dataclasses.replace(eval_config, map_sigma=0.0,
+                                            map_norm="none")
         ).score(test, progress=progress,
                 label="test, the paper's iterative A(x) (--paper_score)")
         result["image_auroc_by_score"]["paper_iterative"] = auroc_of_patches(
@@ -196,6 +242,9 @@ def run_evaluate(model_dir: str, data_config: DataConfig,
                                  eval_config.map_smoothing),
         "map_sigma": eval_config.map_sigma,
         "map_smoothing": eval_config.map_smoothing,
+        "map_norm": eval_config.map_norm,
+        "map_reference_images": (0 if reference is None else
+                                 reference.n_images),
         "score": mapping_config.score,
         "mapping_steps": mapping_config.steps,
         "mapping_lr": mapping_config.lr,
@@ -227,7 +276,8 @@ def run_evaluate(model_dir: str, data_config: DataConfig,
     if write_detector:
         path = detector_lib.save_detector(thresholds.detector_record(
             data_config, mapping_config, eval_config, threshold,
-            result["threshold_rule"], target_fpr, normal_scores), model_dir)
+            result["threshold_rule"], target_fpr, normal_scores,
+            reference), model_dir)
         logging.info("Recorded the scoring settings and threshold in %s.",
                      path)
     return result
@@ -235,10 +285,14 @@ def run_evaluate(model_dir: str, data_config: DataConfig,
 
 def _map_title(scored: ScoredImages) -> str:
     if scored.map_sigma == 0:
-        return "residual map |x - G(z*)|"
-    if scored.map_smoothing == "signed":
-        return f"|blur(x - G(z*))|, sigma {scored.map_sigma:g} px"
-    return f"blur(|x - G(z*)|), sigma {scored.map_sigma:g} px"
+        title = "residual map |x - G(z*)|"
+    elif scored.map_smoothing == "signed":
+        title = f"|blur(x - G(z*))|, sigma {scored.map_sigma:g} px"
+    else:
+        title = f"blur(|x - G(z*)|), sigma {scored.map_sigma:g} px"
+    if scored.map_norm == "depth":
+        title += ", standardised by depth on normal images"
+    return title
 
 
 def map_variant_metrics(scored: ScoredImages, labels: np.ndarray,

@@ -28,6 +28,7 @@ from anogan_tf.mapping.mapper import balanced_batch_size
 from anogan_tf.models import load_encoder, load_model_dir
 from anogan_tf.scoring import calibration as calibration_lib
 from anogan_tf.scoring import detector as detector_lib
+from anogan_tf.scoring import map_reference as reference_lib
 from anogan_tf.scoring import maps as maps_lib
 from anogan_tf.scoring import metrics as metrics_lib
 
@@ -58,6 +59,8 @@ class ScoredImages:
         made from (for comparing map variants from the same mapping).
       map_sigma, map_smoothing: How `maps` were smoothed
         (`scoring.maps.anomaly_maps`; sigma 0: the raw residual).
+      map_norm: "depth" when `maps` were standardised by a MapReference
+        (`scoring.map_reference`), else "none".
     """
 
     images: ImageSet
@@ -72,6 +75,7 @@ class ScoredImages:
     residuals: Optional[maps_lib.ResidualMaps] = None
     map_sigma: float = 0.0
     map_smoothing: str = "signed"
+    map_norm: str = "none"
 
 
 def _check_compatible(images: ImageSet, model_config: ModelConfig,
@@ -127,7 +131,9 @@ def score_image_set(images: ImageSet, generator, discriminator,
                     topk: int = 3, progress: bool = True,
                     label: str = "mapping", encoder=None,
                     map_sigma: float = 0.0,
-                    map_smoothing: str = "signed") -> ScoredImages:
+                    map_smoothing: str = "signed",
+                    map_reference: Optional[reference_lib.MapReference] = None
+                    ) -> ScoredImages:
     """Patches, maps and scores every image of `images`.
 
     Args:
@@ -145,6 +151,9 @@ def score_image_set(images: ImageSet, generator, discriminator,
         (0: the raw stitched |x - G(z*)|).
       map_smoothing: "signed" smooths x - G(z*) before taking its
         magnitude, "absolute" smooths |x - G(z*)| (`scoring.maps`).
+      map_reference: Per-depth statistics of normal maps; the maps (and
+        map_max) are then standardised by them (`scoring.map_reference`).
+        They must describe this map (`map_sigma`, `map_smoothing`).
 
     Returns:
       ScoredImages. In mode "encoder" the residual and discrimination
@@ -161,6 +170,13 @@ def score_image_set(images: ImageSet, generator, discriminator,
         maps_lib.check_map_smoothing(map_sigma, map_smoothing)
     except ValueError as e:
         raise ConfigError(str(e)) from e
+    name = maps_lib.map_name(map_sigma, map_smoothing)
+    if map_reference is not None and map_reference.map != name:
+        raise ConfigError(
+            f"The map reference was fitted on {map_reference.map!r} maps but "
+            f"these are {name!r} (--map_sigma/--map_smoothing). Score with "
+            f"the settings it was fitted with, re-run anogan-evaluate "
+            f"--map_norm=depth with these, or pass --map_norm=none.")
     patches = extract_patches(images, data_config.effective_patch_size,
                               data_config.effective_patch_stride,
                               model_config.image_size, roi=data_config.roi,
@@ -189,6 +205,9 @@ def score_image_set(images: ImageSet, generator, discriminator,
     residuals = maps_lib.residual_maps(patches, result.residual_map,
                                        result.reconstruction, n, region)
     maps = maps_lib.anomaly_maps(residuals, map_sigma, map_smoothing)
+    if map_reference is not None:
+        maps = reference_lib.standardize_maps(maps, residuals.weight,
+                                              patches.roi_masks, map_reference)
     # "map_max" ranks images by their strongest pixel of the stitched
     # residual map; the residual and discrimination columns then use "max".
     patch_how = "max" if aggregate == "map_max" else aggregate
@@ -199,7 +218,8 @@ def score_image_set(images: ImageSet, generator, discriminator,
     return ScoredImages(images, patches, result, image_scores,
                         agg(result.residual_score),
                         agg(result.discrimination_score), maps, seconds,
-                        region, residuals, float(map_sigma), map_smoothing)
+                        region, residuals, float(map_sigma), map_smoothing,
+                        "none" if map_reference is None else "depth")
 
 
 
@@ -253,13 +273,16 @@ class Scorer:
         mode does not use one).
       detector: The model dir's detector.json record, or None.
       model_dir: Where the models came from (None when built in memory).
+      map_reference: The per-depth statistics `eval_config.map_norm`
+        "depth" applies (detector.json's, unless given), or None.
     """
 
     def __init__(self, model_config: ModelConfig, generator, discriminator,
                  data_config: DataConfig, mapping_config: MappingConfig,
                  eval_config: EvalConfig, encoder=None,
                  detector: Optional[detector_lib.Detector] = None,
-                 model_dir: Optional[str] = None):
+                 model_dir: Optional[str] = None,
+                 map_reference: Optional[reference_lib.MapReference] = None):
         _check_mode(mapping_config, encoder, model_dir)
         try:
             maps_lib.check_map_smoothing(eval_config.map_sigma,
@@ -277,6 +300,9 @@ class Scorer:
         self.eval_config = eval_config
         self.detector = detector
         self.model_dir = model_dir
+        if map_reference is None and detector is not None:
+            map_reference = detector.map_reference
+        self.map_reference = map_reference
 
     @classmethod
     def from_model_dir(cls, model_dir: str,
@@ -331,13 +357,16 @@ class Scorer:
                    detector=detector, model_dir=model_dir)
 
     def with_settings(self, mapping_config: Optional[MappingConfig] = None,
-                      eval_config: Optional[EvalConfig] = None) -> "Scorer":
+                      eval_config: Optional[EvalConfig] = None,
+                      map_reference: Optional[reference_lib.MapReference] = None
+                      ) -> "Scorer":
         """The same models scoring with other settings (no reload; an
         encoder mode needs the encoder this Scorer already holds)."""
         return Scorer(self.model_config, self.generator, self.discriminator,
                       self.data_config, mapping_config or self.mapping_config,
                       eval_config or self.eval_config, encoder=self.encoder,
-                      detector=self.detector, model_dir=self.model_dir)
+                      detector=self.detector, model_dir=self.model_dir,
+                      map_reference=map_reference or self.map_reference)
 
     def score(self, images: Union[ImageSet, np.ndarray], progress: bool = True,
               label: str = "mapping") -> ScoredImages:
@@ -348,14 +377,29 @@ class Scorer:
             (`as_image_set`).
           progress: Show the mapping progress bar.
           label: Its label.
+
+        Raises:
+          ConfigError: map_norm "depth" without a fitted map reference.
         """
+        reference = None
+        if self.eval_config.map_norm == "depth":
+            if self.map_reference is None:
+                where = self.model_dir or "<model_dir>"
+                raise ConfigError(
+                    f"--map_norm=depth needs the per-depth statistics of "
+                    f"normal maps, which {where} does not have yet. Run "
+                    f"`anogan-evaluate --model_dir={where} --map_norm=depth` "
+                    f"(it fits them on the calibration images and records "
+                    f"them in detector.json), or pass --map_norm=none.")
+            reference = self.map_reference
         return score_image_set(
             as_image_set(images), self.generator, self.discriminator,
             self.model_config, self.data_config, self.mapping_config,
             self.eval_config.aggregate, self.eval_config.topk,
             progress=progress, label=label, encoder=self.encoder,
             map_sigma=self.eval_config.map_sigma,
-            map_smoothing=self.eval_config.map_smoothing)
+            map_smoothing=self.eval_config.map_smoothing,
+            map_reference=reference)
 
     def recorded_threshold(self) -> Optional[detector_lib.Threshold]:
         """detector.json's calibrated threshold when it applies to this

@@ -104,8 +104,8 @@ def conformal_rule(target_fpr: float, n: int) -> str:
 def detector_record(data_config: DataConfig, mapping_config: MappingConfig,
                      eval_config: EvalConfig, threshold: float, rule: str,
                      target_fpr: float,
-                     normal_scores: Optional[np.ndarray]
-                     ) -> detector_lib.Detector:
+                     normal_scores: Optional[np.ndarray],
+                     map_reference=None) -> detector_lib.Detector:
     """What anogan-evaluate records in detector.json (no threshold when it
     is not finite, e.g. no image had a scored patch)."""
     recorded = None
@@ -120,4 +120,4 @@ def detector_record(data_config: DataConfig, mapping_config: MappingConfig,
                         "without it.", threshold, detector_lib.DETECTOR_FILE)
     return detector_lib.Detector.from_configs(
         data_config, mapping_config, eval_config, threshold=recorded,
-        written_by="anogan-evaluate")
+        written_by="anogan-evaluate", map_reference=map_reference)
