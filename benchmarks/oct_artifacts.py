@@ -47,6 +47,14 @@ inside the detected ROI, the top-1% statistics above, and the map_max image
 AUROC. The evaluation itself (metrics.json, anomaly_maps.png) uses
 `--map_sigma`/`--map_smoothing`.
 
+Depth-standardised maps (`--map_norm=depth`, scoring/map_reference.py):
+the evaluation standardises its maps by the calibration scans' maps at the
+same band-relative depth. Whatever `--map_norm` is, every variant above is
+also measured standardised ("depth_*", "pca_depth_*"): the calibration
+split's scans are mapped once more (and reconstructed by the same PCA), the
+per-depth statistics of each variant are fitted on them, and the test maps
+are standardised by them, so GAN and PCA get the same treatment.
+
 GAN recipe and mapping mode (issue 10): `--gan_loss`, `--d_norm`,
 `--spectral_norm`, `--r1_gamma`, `--g_ema`, `--mode_seeking`, `--n_critic`,
 `--g_lr`/`--d_lr` choose how G is trained (the defaults are the paper's
@@ -100,6 +108,8 @@ from anogan_tf.data import extract_patches, load_images, stitch_maps  # noqa: E4
 from anogan_tf.data.loaders import oct_split_seed  # noqa: E402
 from anogan_tf.data.synthetic_oct import generate_oct_with_truth  # noqa: E402
 from anogan_tf.models.io import load_encoder, load_model_dir  # noqa: E402
+from anogan_tf.scoring import detector as detector_lib  # noqa: E402
+from anogan_tf.scoring import map_reference as reference_lib  # noqa: E402
 from anogan_tf.scoring import maps as maps_lib  # noqa: E402
 from anogan_tf.scoring import metrics as metrics_lib  # noqa: E402
 from anogan_tf.scoring import run_evaluate  # noqa: E402
@@ -152,11 +162,23 @@ def pca_patch_errors(train: np.ndarray, test: np.ndarray, k: int = 32
 def map_variant_rows(residuals: maps_lib.ResidualMaps, prefix: str,
                      sigmas, valid: np.ndarray, roi: np.ndarray,
                      lesions: np.ndarray, labels: np.ndarray,
-                     normalised: bool = True) -> List[Dict]:
-    """One row per map variant made from `residuals` (see the docstring)."""
+                     normalised: bool = True, calib=None) -> List[Dict]:
+    """One row per map variant made from `residuals` (see the docstring).
+
+    `calib`: (ResidualMaps, ROI masks) of the calibration scans; each
+    variant is then also measured standardised by depth ("depth_*")."""
     n = len(labels)
     made = [(name, maps_lib.anomaly_maps(residuals, sigma, how))
             for name, sigma, how in maps_lib.map_variants(sigmas)]
+    if calib is not None:
+        calib_res, calib_roi = calib
+        for name, sigma, how in maps_lib.map_variants(sigmas):
+            ref = reference_lib.fit_map_reference(
+                maps_lib.anomaly_maps(calib_res, sigma, how),
+                calib_res.weight, calib_roi, name)
+            made.append((f"depth_{name}", reference_lib.standardize_maps(
+                maps_lib.anomaly_maps(residuals, sigma, how),
+                residuals.weight, roi, ref)))
     if normalised:
         for sigma in sigmas:
             made.append((f"signed_norm_s{sigma:g}", np.abs(
@@ -375,12 +397,14 @@ def run_condition(name: str, artifacts: bool, norm: str, args,
             "eval" if mode == "iterative" else f"eval_{mode}"),
             aggregate="map_max", num_test=args.num_test,
             map_sigma=args.map_sigma, map_smoothing=args.map_smoothing,
+            map_norm=args.map_norm,
             # The iterative mode has its own row; no second mapping inside
             # the encoder/hybrid evaluations (eval_s times the mode alone).
             paper_score=False)
         t1 = time.perf_counter()
         m = run_evaluate(model_dir, data, mapping, eval_config,
-                         progress=False)
+                         progress=False,
+                         write_detector=args.map_norm != "none")
         t2 = time.perf_counter()
         rows.append(score_mode(
             name, mode, m, t2 - t1, args, data, mapping, eval_config, test,
@@ -402,10 +426,20 @@ def score_mode(name, mode, m, eval_s, args, data, mapping, eval_config, test,
     """The row of one condition scored in one mode (`m`: its metrics.json)."""
     # The maps of the same evaluation: the test scans scored again with the
     # same configs (seeded, so the scores must agree with image_scores.csv).
-    s = score_image_set(test, g, d, cfg, data, mapping, aggregate="map_max",
-                        progress=False, map_sigma=args.map_sigma,
-                        map_smoothing=args.map_smoothing,
-                        encoder=encoder if mode != "iterative" else None)
+    reference = (detector_lib.load_detector(os.path.join(os.path.dirname(
+        eval_config.output_dir), "model")).map_reference
+        if args.map_norm != "none" else None)
+    score = lambda images: score_image_set(  # noqa: E731
+        images, g, d, cfg, data, mapping, aggregate="map_max",
+        progress=False, map_sigma=args.map_sigma,
+        map_smoothing=args.map_smoothing,
+        encoder=encoder if mode != "iterative" else None)
+    s = score(test)
+    if reference is not None:
+        s = dataclasses.replace(s, maps=reference_lib.standardize_maps(
+            s.maps, s.residuals.weight, s.patches.roi_masks, reference))
+        s = dataclasses.replace(s, image_scores=s.maps.reshape(
+            len(s.maps), -1).max(axis=1).astype(np.float64))
     with open(os.path.join(eval_config.output_dir, "image_scores.csv")) as f:
         rows = list(csv.DictReader(f))
     evaluated = np.array([float(r["anomaly_score"]) for r in rows])
@@ -435,13 +469,24 @@ def score_mode(name, mode, m, eval_s, args, data, mapping, eval_config, test,
 
     # Raw against smoothed maps, from this one mapping (and PCA's maps of
     # the same patches).
+    # The calibration scans (the evaluation's: --num_test applies), mapped
+    # and PCA-reconstructed, for the depth-standardised variants.
+    calib = load_images(data, "calibration").take(args.num_test)
+    c = score(calib)
+    c_recon = pca_reconstructions(train_patches, c.patches.patches,
+                                  args.pca_k)
+    c_diff = c.patches.patches.astype(np.float64) - c_recon
+    c_pca = maps_lib.residual_maps(c.patches, np.abs(c_diff), c_recon,
+                                   len(calib.images), c.region)
     variants = map_variant_rows(s.residuals, "", sigmas, valid, roi,
-                                lesions, labels)
+                                lesions, labels,
+                                calib=(c.residuals, c.patches.roi_masks))
     pca_residuals = maps_lib.residual_maps(
         s.patches, np.abs(pca_diff), pca_recon, n, s.region)
     pca_sigmas = sorted({max(sigmas), args.map_sigma} - {0.0})
     variants += map_variant_rows(pca_residuals, "pca_", pca_sigmas, valid,
-                                 roi, lesions, labels, normalised=False)
+                                 roi, lesions, labels, normalised=False,
+                                 calib=(c_pca, c.patches.roi_masks))
     for v in variants:
         v["condition"], v["mode"] = name, mode
 
@@ -545,6 +590,9 @@ def main(argv=None) -> None:
                         "anomaly_maps.png); variants are measured anyway")
     p.add_argument("--map_smoothing", default="signed",
                    choices=("signed", "absolute"))
+    p.add_argument("--map_norm", default="none", choices=("none", "depth"),
+                   help="the evaluation's --map_norm (depth-standardised "
+                        "variants are measured anyway)")
     p.add_argument("--variant_sigmas", default="1,2,3,4,6",
                    help="sigmas (full-image pixels) of the map variants")
     p.add_argument("--tag", default="",
