@@ -34,6 +34,7 @@ __all__ = [
     "explicit_detector_settings",
     "detector_from_flags",
     "detector_configs_from_flags",
+    "discovery_config_from_flags",
 ]
 
 FLAGS = flags.FLAGS
@@ -292,6 +293,78 @@ flags.DEFINE_float("timeout", 60.0, "anogan-client: seconds per request.")
 flags.DEFINE_integer("client_batch_size", 8, "anogan-client: images per request.")
 flags.DEFINE_integer("model_version", 0, "anogan-client: served model version "
                      "to call (0: the server's latest).")
+
+# --- marker discovery (anogan-discover; docs/markers.md) ----------------------
+flags.DEFINE_string("maps_dir", None,
+                    "anogan-discover: discover in the maps an earlier "
+                    "anogan-discover (maps/<id>.npz, calibration_maps.npz) or "
+                    "anogan-score (maps/<id>.npy) run wrote into this "
+                    "--output_dir, instead of mapping the images again "
+                    "(--inputs/--dataset name the same images).")
+flags.DEFINE_string("known_types", None,
+                    "anogan-discover: an .npz with 'ids', 'type_maps' [N, H, "
+                    "W] (type code k + 1, 0: none) and 'type_names' [K] to "
+                    "evaluate the markers against (ARI, NMI, per-type "
+                    "recall). synthetic_oct and textures test splits, and "
+                    "MVTec AD style folders, bring their own.")
+flags.DEFINE_string("region_threshold", "percentile",
+                    "anogan-discover: anomalous pixels are map >= t with t "
+                    "from the normal calibration images: 'percentile' (the "
+                    "1 - --target_pixel_fpr quantile of their pixels), "
+                    "'conformal' (at most --target_region_fpr of normal "
+                    "images get a region, split-conformal), or a map value.")
+flags.DEFINE_float("target_pixel_fpr", 0.005,
+                   "anogan-discover --region_threshold=percentile: share of "
+                   "normal calibration pixels at or above the threshold.")
+flags.DEFINE_float("target_region_fpr", 0.1,
+                   "anogan-discover --region_threshold=conformal: bound on "
+                   "the share of normal images with any region.")
+flags.DEFINE_integer("min_region_area", 10,
+                     "anogan-discover: smallest region, in pixels.")
+flags.DEFINE_enum("region_map", "normalized", ["normalized", "scoring"],
+                  "anogan-discover: the map regions are found on. "
+                  "normalized: the smoothed signed residual x - G(z*) "
+                  "measured against normal calibration images at the same "
+                  "depth in the ROI band (1 = their 99th percentile; one "
+                  "bin without --roi); scoring: the scoring maps.")
+flags.DEFINE_list("region_sigma", None,
+                  "anogan-discover: Gaussian sigmas (pixels) of the residual "
+                  "regions are found on, e.g. 1.5,4: with several, the "
+                  "normalized map is the larger of the per-scale maps (small "
+                  "foci and large fluid both show). Default: --map_sigma.")
+flags.DEFINE_list("descriptors", None,
+                  "anogan-discover: region descriptor blocks, any of shape,"
+                  "intensity,position,d_features,latent. Default: shape, "
+                  "intensity, position (with --roi), d_features and latent "
+                  "(with --model_dir).")
+flags.DEFINE_integer("pca_components", 0,
+                     "anogan-discover: PCA components of the standardised "
+                     "descriptors (0: enough for 90% of the variance, at "
+                     "most 16).")
+flags.DEFINE_enum("cluster_method", "kmeans",
+                  ["kmeans", "agglomerative", "hdbscan"],
+                  "anogan-discover: how regions are grouped into markers "
+                  "(hdbscan finds the number itself and may leave regions "
+                  "unassigned).")
+flags.DEFINE_string("num_markers", "auto",
+                    "anogan-discover: number of markers, or auto (the "
+                    "silhouette's best k in --min_markers..--max_markers).")
+flags.DEFINE_integer("min_markers", 2, "anogan-discover: smallest k tried by "
+                     "--num_markers=auto.")
+flags.DEFINE_integer("max_markers", 8, "anogan-discover: largest k tried by "
+                     "--num_markers=auto.")
+flags.DEFINE_integer("hdbscan_min_cluster_size", 5,
+                     "anogan-discover --cluster_method=hdbscan: smallest "
+                     "marker, in regions.")
+flags.DEFINE_integer("prototypes_per_marker", 12,
+                     "anogan-discover: medoid regions shown on each marker's "
+                     "contact sheet and listed in markers.json.")
+flags.DEFINE_integer("marker_feature_layer", 2,
+                     "anogan-discover: D's conv block (1..4) whose "
+                     "activations are pooled over each region (d_features).")
+flags.DEFINE_integer("report_max_images", 0,
+                     "anogan-discover: per-image overlays drawn in the report "
+                     "(images with regions first; 0: every image).")
 
 
 def _resize() -> Optional[Tuple[int, int]]:
@@ -570,3 +643,37 @@ def report_error(program: str, error: BaseException) -> None:
     if handler.stream is not sys.stderr and not FLAGS["logtostderr"].value:
         logging.error("%s", error)
     sys.stderr.write(f"{program}: error: {error}\n")
+
+
+def _floats(name: str) -> Tuple[float, ...]:
+    """A list flag of numbers as floats (ConfigError naming the flag)."""
+    try:
+        return tuple(float(v) for v in FLAGS[name].value or ())
+    except ValueError as e:
+        raise config_lib.ConfigError(
+            f"--{name} takes numbers, got {FLAGS[name].value}.") from e
+
+
+def discovery_config_from_flags():
+    """The DiscoveryConfig of anogan-discover's flags.
+
+    Raises:
+      ConfigError: a discovery flag is invalid (the message names it).
+    """
+    from anogan_tf.markers.pipeline import DiscoveryConfig
+    return DiscoveryConfig(
+        output_dir=FLAGS.output_dir, region_threshold=FLAGS.region_threshold,
+        target_pixel_fpr=FLAGS.target_pixel_fpr,
+        target_region_fpr=FLAGS.target_region_fpr,
+        min_region_area=FLAGS.min_region_area,
+        region_map=FLAGS.region_map,
+        region_sigma=_floats("region_sigma"),
+        descriptors=tuple(FLAGS.descriptors or ()),
+        pca_components=FLAGS.pca_components,
+        cluster_method=FLAGS.cluster_method, num_markers=FLAGS.num_markers,
+        min_markers=FLAGS.min_markers, max_markers=FLAGS.max_markers,
+        hdbscan_min_cluster_size=FLAGS.hdbscan_min_cluster_size,
+        prototypes=FLAGS.prototypes_per_marker,
+        feature_layer=FLAGS.marker_feature_layer,
+        max_overlays=FLAGS.report_max_images, save_maps=FLAGS.save_maps,
+        seed=FLAGS.seed)
