@@ -26,6 +26,9 @@ from anogan_tf.markers.report import safe_name
 from anogan_tf.scoring import calibration as calibration_lib
 from anogan_tf.scoring import map_reference as reference_lib
 
+sys.path.insert(0, os.path.dirname(__file__))
+from serving_server import make_tiny_model_dir  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TYPES = ("spot", "line", "pool")
 
@@ -313,6 +316,61 @@ def test_normalized_maps_are_map_reference_standardised_residuals():
         discovery_maps(config, target_set, None, 0.0)
 
 
+# --- a tiny model through the Scorer ----------------------------------------
+
+def _oct_like(n, lesions, rng):
+    """32 x 32 images in [-1, 1]: flat dark tissue, and with `lesions` a
+    bright line (even images) or a bright square (odd images)."""
+    x = rng.normal(-0.5, 0.06, (n, 32, 32, 1)).astype(np.float32)
+    types = np.zeros((n, 32, 32), np.uint8)
+    for i in range(n if lesions else 0):
+        y, c = rng.integers(4, 20, 2)
+        sl = ((y, slice(c - 2, c + 10)) if i % 2 == 0 else
+              (slice(y, y + 8), slice(c, c + 8)))
+        x[i][sl] = 0.9
+        types[i][sl] = 1 + i % 2
+    return np.clip(x, -1, 1), types
+
+
+def test_run_discovery_with_a_tiny_model_reads_the_scorers_outputs(tmp_path):
+    from anogan_tf.config import EvalConfig, MappingConfig
+    from anogan_tf.scoring.scorer import Scorer
+    md = str(tmp_path / "model")
+    make_tiny_model_dir(md)
+    rng = np.random.default_rng(0)
+    x, types = _oct_like(8, True, rng)
+    cal, _ = _oct_like(8, False, rng)
+    images = ImageSet(x, tuple(f"t/{i}" for i in range(8)),
+                      labels=np.ones(8, np.int32))
+    calibration = ImageSet(cal, tuple(f"c/{i}" for i in range(8)))
+    scorer = Scorer.from_model_dir(
+        md, DataConfig(image_size=32), MappingConfig(steps=2,
+                                                     jit_compile=False),
+        EvalConfig(output_dir=str(tmp_path)))
+    out = str(tmp_path / "out")
+    summary = run_discovery(
+        DiscoveryConfig(output_dir=out, num_markers="2", prototypes=3),
+        images, scorer, calibration,
+        known=KnownTypes(types, ("line", "square")), progress=False)
+    # The scorer's z* and D give the learned descriptors.
+    assert summary["descriptor_blocks"] == ["shape", "intensity",
+                                            "d_features", "latent"]
+    assert summary["n_images"] == 8 and summary["k"] == 2
+    assert summary["n_images_with_regions"] == 8
+    assert summary["evaluation"]["ari"] == pytest.approx(1.0)
+    regions = _rows(os.path.join(out, "regions.csv"))
+    squares = [r for r in regions if r["image_id"] in images.ids[1::2]]
+    assert {int(r["area"]) for r in squares} == {64}
+    # A maps-dir re-run reads the saved maps and calibration maps back and
+    # finds the same regions without a model.
+    again = run_discovery(
+        DiscoveryConfig(output_dir=str(tmp_path / "again"), num_markers="2"),
+        images, maps_dir=out, progress=False)
+    assert again["n_regions"] == summary["n_regions"]
+    assert again["threshold"] == pytest.approx(summary["threshold"])
+    assert again["descriptor_blocks"] == ["shape", "intensity"]
+
+
 # --- bad input ---------------------------------------------------------------
 
 def test_discovery_config_errors_name_their_flags():
@@ -349,6 +407,7 @@ def test_maps_dir_errors_name_the_dir_and_the_fix(tmp_path):
 
 
 def _discover(*args):
+    """Runs the binary (a subprocess: absl parses its own flags)."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     return subprocess.run(
         [sys.executable, "-m", "anogan_tf.discover", *args], cwd=REPO,
