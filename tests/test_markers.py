@@ -6,6 +6,7 @@ error messages of bad input."""
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -384,6 +385,15 @@ def test_discovery_config_errors_name_their_flags():
         DiscoveryConfig(output_dir="o", min_region_area=0)
     with pytest.raises(ConfigError, match="--region_sigma"):
         DiscoveryConfig(output_dir="o", region_sigma=(-1.0,))
+    with pytest.raises(ConfigError, match="--region_map=scoring"):
+        DiscoveryConfig(output_dir="o", region_map="scoring",
+                        region_sigma=(1.0, 3.0))
+    with pytest.raises(ConfigError, match="--min_markers"):
+        DiscoveryConfig(output_dir="o", min_markers=5, max_markers=3)
+    with pytest.raises(ConfigError, match=re.escape(
+            "--cluster_method must be one of kmeans|agglomerative|hdbscan, "
+            "got 'dbscan'")):
+        DiscoveryConfig(output_dir="o", cluster_method="dbscan")
     with pytest.raises(ConfigError, match="--descriptors"):
         DiscoveryConfig(output_dir="o", descriptors=("colour",))
 

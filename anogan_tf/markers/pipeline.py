@@ -114,41 +114,48 @@ class DiscoveryConfig:
         if not self.output_dir:
             raise ConfigError("anogan-discover needs --output_dir.")
         regions_lib.parse_threshold_rule(self.region_threshold)
-        for name in ("target_pixel_fpr", "target_region_fpr"):
-            value = getattr(self, name)
-            if not 0.0 < value < 1.0:
-                raise ConfigError(f"--{name} must be in (0, 1), got {value}.")
-        if self.min_region_area < 1:
-            raise ConfigError(f"--min_region_area must be >= 1 pixel, got "
-                              f"{self.min_region_area}.")
-        if self.region_map not in REGION_MAPS:
-            raise ConfigError(f"--region_map must be one of "
-                              f"{'|'.join(REGION_MAPS)}, got "
-                              f"{self.region_map!r}.")
-        sigmas = tuple(self.region_sigma)
-        if any(not math.isfinite(v) or v < 0 for v in sigmas):
-            raise ConfigError(f"--region_sigma takes sigmas >= 0 in pixels, "
-                              f"e.g. --region_sigma=1,3; got {sigmas}.")
-        if len(sigmas) > 1 and self.region_map == "scoring":
-            raise ConfigError("Several --region_sigma scales need "
-                              "--region_map=normalized (the scoring maps of "
-                              "different scales are not on one scale).")
-        object.__setattr__(self, "region_sigma",
-                           tuple(float(v) for v in sigmas))
+        cluster_lib.parse_num_markers(self.num_markers)
         if self.descriptors:
             describe_lib.check_blocks(self.descriptors)
-        cluster_lib.parse_num_markers(self.num_markers)
-        if self.cluster_method not in cluster_lib.CLUSTER_METHODS:
-            raise ConfigError(
-                f"--cluster_method must be one of "
-                f"{'|'.join(cluster_lib.CLUSTER_METHODS)}, got "
-                f"{self.cluster_method!r}.")
-        if self.prototypes < 1:
-            raise ConfigError(f"--prototypes_per_marker must be >= 1, got "
-                              f"{self.prototypes}.")
-        if self.max_overlays < 0:
-            raise ConfigError(f"--report_max_images must be >= 0 (0: all), "
-                              f"got {self.max_overlays}.")
+        sigmas = tuple(float(v) for v in self.region_sigma)
+        object.__setattr__(self, "region_sigma", sigmas)
+        # (flag, value, valid, what it must be): the first invalid one
+        # raises a ConfigError naming its flag.
+        checks = (
+            ("target_pixel_fpr", self.target_pixel_fpr,
+             0.0 < self.target_pixel_fpr < 1.0, "in (0, 1)"),
+            ("target_region_fpr", self.target_region_fpr,
+             0.0 < self.target_region_fpr < 1.0, "in (0, 1)"),
+            ("min_region_area", self.min_region_area,
+             self.min_region_area >= 1, ">= 1 pixel"),
+            ("region_map", self.region_map, self.region_map in REGION_MAPS,
+             "one of " + "|".join(REGION_MAPS)),
+            ("region_sigma", sigmas,
+             all(math.isfinite(v) and v >= 0 for v in sigmas),
+             "sigmas >= 0 in pixels, e.g. --region_sigma=1,3"),
+            ("region_sigma", sigmas,
+             len(sigmas) <= 1 or self.region_map == "normalized",
+             "a single sigma with --region_map=scoring (the scoring maps of "
+             "different scales are not on one scale)"),
+            ("cluster_method", self.cluster_method,
+             self.cluster_method in cluster_lib.CLUSTER_METHODS,
+             "one of " + "|".join(cluster_lib.CLUSTER_METHODS)),
+            ("min_markers", self.min_markers,
+             2 <= self.min_markers <= self.max_markers,
+             f">= 2 and <= --max_markers ({self.max_markers})"),
+            ("hdbscan_min_cluster_size", self.hdbscan_min_cluster_size,
+             self.hdbscan_min_cluster_size >= 2, ">= 2 regions"),
+            ("prototypes_per_marker", self.prototypes, self.prototypes >= 1,
+             ">= 1"),
+            ("marker_feature_layer", self.feature_layer,
+             self.feature_layer >= 1, "a conv block of D, >= 1"),
+            ("report_max_images", self.max_overlays, self.max_overlays >= 0,
+             ">= 0 (0: all)"),
+        )
+        for flag, value, valid, expected in checks:
+            if not valid:
+                raise ConfigError(f"--{flag} must be {expected}, got "
+                                  f"{value!r}.")
 
 
 @dataclasses.dataclass(frozen=True)
