@@ -113,6 +113,7 @@ def test_threshold_rules_without_calibration_say_what_to_pass():
             calibrate_threshold(rule, None, None, 5)
     fixed = calibrate_threshold("fixed", None, None, 5, value=0.3)
     assert fixed.value == 0.3 and fixed.calibration_image_rate is None
+    assert fixed.describe() == "threshold 0.3 (a fixed value)"
 
 
 # --- regions ----------------------------------------------------------------
@@ -414,6 +415,29 @@ def test_maps_dir_errors_name_the_dir_and_the_fix(tmp_path):
         run_discovery(config, images, maps_dir=str(empty), progress=False)
     with pytest.raises(ConfigError, match="--model_dir"):
         run_discovery(config, images, progress=False)
+
+
+def test_an_anogan_score_dir_of_npy_maps_works_with_a_fixed_threshold(
+        tmp_path):
+    # anogan-score writes maps/<id>.npy only (no signed residual, no
+    # calibration maps): the normalized map falls back to the scoring maps,
+    # and a numeric threshold needs no calibration images.
+    images, signed, _ = _scene(1)
+    (tmp_path / "scores" / "maps").mkdir(parents=True)
+    for i, image_id in enumerate(images.ids):
+        np.save(tmp_path / "scores" / "maps" / (safe_name(image_id) + ".npy"),
+                np.abs(signed[i]))
+    summary = run_discovery(
+        DiscoveryConfig(output_dir=str(tmp_path / "o"), region_threshold="0.2",
+                        min_region_area=5, num_markers="1"),
+        images, maps_dir=str(tmp_path / "scores"), progress=False)
+    assert (summary["n_images"], summary["n_regions"], summary["k"]) == (
+        5, 3, 1)
+    assert summary["threshold_text"] == "threshold 0.2 (a fixed value)"
+    with pytest.raises(ConfigError, match="holds no calibration_maps.npz"):
+        run_discovery(DiscoveryConfig(output_dir=str(tmp_path / "o2")),
+                      images, calibration=images,
+                      maps_dir=str(tmp_path / "scores"), progress=False)
 
 
 def _discover(*args):

@@ -524,7 +524,10 @@ def run_discovery(config: DiscoveryConfig, images: ImageSet,
                                                  label="discovery"))
         calib = None
     times["maps_seconds"] = time.perf_counter() - start
-    needs_calibration = rule != "fixed" or config.region_map == "normalized"
+    # Maps without signed residuals (anogan-score's maps/*.npy) fall back
+    # to the scoring maps, which a fixed threshold needs no calibration for.
+    needs_calibration = rule != "fixed" or (
+        config.region_map == "normalized" and target.signed is not None)
     if calib is None and calibration is not None and needs_calibration:
         if scorer is None:
             raise ConfigError(

@@ -78,11 +78,13 @@ class RegionThreshold:
 
     def describe(self) -> str:
         """One line for logs and the report."""
-        head = {"percentile": f"pixel percentile rule, target pixel FPR "
-                              f"{self.target:g}",
-                "conformal": f"conformal rule, at most {self.target:g} of "
-                             f"normal images with a region",
-                "fixed": "a fixed value"}[self.rule]
+        if self.rule == "percentile":
+            head = f"pixel percentile rule, target pixel FPR {self.target:g}"
+        elif self.rule == "conformal":
+            head = (f"conformal rule, at most {self.target:g} of normal "
+                    f"images with a region")
+        else:
+            head = "a fixed value"
         text = f"threshold {self.value:.4g} ({head}"
         if self.n_calibration:
             text += f", {self.n_calibration} calibration images"
