@@ -232,6 +232,33 @@ def test_clustering_recovers_well_separated_region_types():
     assert fixed.k == 2 and set(fixed.labels) == {1, 2}
 
 
+def test_evaluate_markers_known_answer():
+    from anogan_tf.markers import Clustering, evaluate_markers
+    types = np.zeros((1, 20, 20), np.uint8)
+    types[0, 2:6, 2:6] = 1      # lesion A, type 1: found
+    types[0, 2:6, 10:14] = 1    # lesion C, type 1: missed
+    types[0, 10:14, 10:14] = 2  # lesion B, type 2: found
+    maps = np.zeros((1, 20, 20))
+    maps[0, 2:6, 2:6] = maps[0, 10:14, 10:14] = 1.0
+    maps[0, 16:18, 0:4] = 1.0   # a false positive
+    rs = find_regions(maps, regions_lib.RegionThreshold(0.5, "fixed"), 4)
+    assert [r.bbox for r in rs.regions] == [(2, 2, 6, 6), (10, 10, 14, 14),
+                                            (16, 0, 18, 4)]
+    clustering = Clustering(np.array([1, 2, 3]), 3, "kmeans", None, {},
+                            np.zeros((3, 2)), np.zeros(3),
+                            ((0,), (1,), (2,)))
+    ev = evaluate_markers(rs, clustering, KnownTypes(types, ("a", "b")))
+    assert ev["n_regions"] == 3 and ev["n_regions_on_lesions"] == 2
+    assert ev["region_precision"] == pytest.approx(2 / 3)
+    assert ev["ari"] == 1.0
+    assert [m["assigned_type"] for m in ev["markers"]] == ["a", "b", "none"]
+    a, b = ev["per_type"]["a"], ev["per_type"]["b"]
+    assert (a["lesions"], a["detected"], a["found"], a["recall"]) == (
+        2, 1, 1, 0.5)
+    assert (b["lesions"], b["recall"], b["region_recall"]) == (1, 1.0, 1.0)
+    assert ev["min_recall"] == 0.5
+
+
 def test_run_discovery_from_maps_dir_writes_every_output(tmp_path):
     images, signed, types = _scene()
     rng = np.random.default_rng(1)
