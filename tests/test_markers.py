@@ -303,6 +303,7 @@ def test_run_discovery_from_maps_dir_writes_every_output(tmp_path):
     assert sheets == ["marker_01.png", "marker_02.png", "marker_03.png"]
     html = open(os.path.join(out, "report", "index.html")).read()
     assert "M1" in html and "embedding.png" in html
+    assert f"none: maps read from {maps_dir}" in html
     # The maps dir's own maps are not copied again by a maps_dir run.
     assert not os.path.exists(os.path.join(out, "maps"))
 

@@ -478,10 +478,13 @@ def _html(d: Discovery, markers: List[Dict], images: List[Dict]) -> str:
            f"{100 * float(np.sum(d.embedding.explained_variance)):.0f}% of "
            f"the variance)"),
         ("Clustering", html.escape(s.get("cluster_text", ""))),
-        ("Model", html.escape(str(s.get("model_dir", "")))),
+        ("Model", html.escape(str(
+            s.get("model_dir") or
+            f"none: maps read from {s.get('maps_dir')}"))),
     ]
     parts.append("<section><h2>Summary</h2>" + _table(
-        ["", ""], [(f"<b>{a}</b>", b) for a, b in summary], left=2) +
+        ["setting", "value"], [(f"<b>{a}</b>", b) for a, b in summary],
+        left=2) +
         "</section>")
     header = ["Marker", "Regions", "Images"]
     if labelled:
