@@ -12,6 +12,9 @@ config.json; see docs/encoder.md), with the same data flags and resume.
 --stage=all trains the GAN and then its encoder (for --encoder_epochs, or
 --epochs when that is 0), as flags/digits.cfg does for its --mode=encoder.
 
+A run holds <model_dir>/.lock (both stages): a second anogan-train on the
+same --model_dir stops at once and names the pid that holds it.
+
 Both stages record the scoring settings of their flags (mapping, patching,
 aggregate, maps) in <model_dir>/detector.json for anogan-evaluate and
 anogan-score. A threshold anogan-evaluate recorded there is kept only while
@@ -25,8 +28,9 @@ import os
 from absl import app, flags, logging
 
 from anogan_tf import common_flags as cf
-from anogan_tf.config import MODEL_CONFIG_FILE, ConfigError
+from anogan_tf.config import ConfigError
 from anogan_tf.data import DataError
+from anogan_tf.model_dir import ModelDir
 
 FLAGS = flags.FLAGS
 
@@ -48,17 +52,20 @@ def main(argv):
         logging.info("ModelConfig: %s", model_config)
         logging.info("DataConfig: %s", data_config)
         logging.info("TrainConfig: %s", train_config)
-        result = train_gan(model_config, data_config, train_config,
-                           flags_text=cf.resolved_flags_text())
-        _record_detector(detector, old, result.model_dir,
-                         keep_threshold=result.epochs_done ==
-                         result.initial_epoch)
-        logging.info("Done: %d epochs in %s (resumed from %d). Samples: %s",
-                     result.epochs_done, result.model_dir,
-                     result.initial_epoch, result.sample_path)
-        if FLAGS.stage == "all":
-            logging.info("--stage=all: training the encoder for this GAN.")
-            return _train_encoder(train_encoder)
+        # One lock over both stages of --stage=all.
+        with ModelDir(FLAGS.model_dir).lock():
+            result = train_gan(model_config, data_config, train_config,
+                               flags_text=cf.resolved_flags_text())
+            _record_detector(detector, old, result.model_dir,
+                             keep_threshold=result.epochs_done ==
+                             result.initial_epoch)
+            logging.info("Done: %d epochs in %s (resumed from %d). Samples: "
+                         "%s", result.epochs_done, result.model_dir,
+                         result.initial_epoch, result.sample_path)
+            if FLAGS.stage == "all":
+                logging.info("--stage=all: training the encoder for this "
+                             "GAN.")
+                return _train_encoder(train_encoder)
     except (ConfigError, DataError, TrainingDivergedError, RuntimeError) as e:
         cf.report_error("anogan-train", e)
         return 1
@@ -67,7 +74,7 @@ def main(argv):
 
 def _train_encoder(train_encoder) -> int:
     """--stage=encoder: the architecture comes from the model dir."""
-    if os.path.isfile(os.path.join(FLAGS.model_dir, MODEL_CONFIG_FILE)):
+    if os.path.isfile(ModelDir(FLAGS.model_dir).config_path):
         model_config = cf.model_config_for_scoring(FLAGS.model_dir)
         data_config = cf.data_config_from_flags(model_config.image_size,
                                                 model_config.channels)
@@ -83,12 +90,13 @@ def _train_encoder(train_encoder) -> int:
     detector = cf.detector_from_flags("anogan-train", old)
     logging.info("DataConfig: %s", data_config)
     logging.info("TrainConfig: %s", train_config)
-    result = train_encoder(FLAGS.model_dir, data_config, train_config,
-                           flags_text=cf.resolved_flags_text())
-    # G and D are unchanged: an iterative threshold still holds.
-    _record_detector(detector, old, result.model_dir, keep_threshold=(
-        result.epochs_done == result.initial_epoch or
-        detector.mapping.mode == "iterative"))
+    with ModelDir(FLAGS.model_dir).lock(create=False):
+        result = train_encoder(FLAGS.model_dir, data_config, train_config,
+                               flags_text=cf.resolved_flags_text())
+        # G and D are unchanged: an iterative threshold still holds.
+        _record_detector(detector, old, result.model_dir, keep_threshold=(
+            result.epochs_done == result.initial_epoch or
+            detector.mapping.mode == "iterative"))
     logging.info("Done: encoder trained for %d epochs in %s (resumed from "
                  "%d).", result.epochs_done, result.model_dir,
                  result.initial_epoch)

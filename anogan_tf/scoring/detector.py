@@ -179,7 +179,8 @@ _SCALE_FREE = frozenset({"mapping.batch_size", "mapping.jit_compile",
 
 def detector_path(model_dir: str) -> str:
     """`<model_dir>/detector.json`."""
-    return os.path.join(model_dir, DETECTOR_FILE)
+    from anogan_tf.model_dir import ModelDir  # the layout's one owner
+    return ModelDir(model_dir).detector_path
 
 
 def _to_json(detector: Detector) -> Dict[str, Any]:

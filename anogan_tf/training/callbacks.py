@@ -1,11 +1,13 @@
-"""Training callbacks: per-epoch checkpoints with resume, sample grids, and a
-divergence guard.
+"""Training callbacks: per-epoch checkpoints with resume, the history file,
+sample grids, and a divergence guard.
 
-Everything is written below the model dir (never the working directory):
+Everything is written below the model dir (never the working directory),
+through `anogan_tf.model_dir.ModelDir`, which owns the layout:
 
-  checkpoints/ckpt-<epoch>.weights.h5   GAN weights + both optimizers' slots
-  checkpoints/state.json                last finished epoch, checkpoint file,
-                                        SeedGenerator state, the selection
+  checkpoints/                          the GAN's training state (models,
+                                        optimizers, SeedGenerator, epoch and
+                                        the selection), a
+                                        tf.train.CheckpointManager's
   generator.keras, discriminator.keras  the selected epoch's models (see
                                         below; G's EMA copy when training
                                         keeps one); scoring and export use
@@ -16,25 +18,31 @@ Everything is written below the model dir (never the working directory):
   samples/epoch_<epoch>.png             a fixed-z sample grid
   logs/                                 TensorBoard scalars and sample images
 
+At an epoch's end the history record is written first, then the .keras
+files (when the epoch is selected), then the checkpoint: a run killed in
+between resumes from the previous checkpoint and redoes the epoch, whose
+records it replaces.
+
 Model selection without anomaly labels: when the epoch logs carry the
 `select_on` metric (the health callback's `coverage_ratio`: how well G
 reproduces held-out normal images, lower is better), the .keras files are
 rewritten only when an epoch beats the best so far, so a GAN that degrades
 late in training is scored at its best epoch. Without the metric, every
 epoch's models are written (the latest wins). Resume always continues from
-the latest checkpoint, not from the selected one.
+the latest checkpoint, not from the selected one; the best so far is part of
+the checkpoint.
 
-The f-AnoGAN encoder's training reuses `EpochCheckpoint`, `restore_latest`
-and `DivergenceGuard` with its own checkpoint folder (`checkpoints_encoder/`),
-its own saved model files (`encoder.keras`) and its own loss names.
+The f-AnoGAN encoder's training reuses `EpochCheckpoint`, `HistoryWriter`
+and `DivergenceGuard` with its own stage ("encoder": checkpoints_encoder/,
+history_encoder.json), its own model file (`encoder.keras`) and its own loss
+names.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence, Union
 
 import keras
 import numpy as np
@@ -42,7 +50,10 @@ import tensorflow as tf
 from absl import logging
 
 from anogan_tf.data import save_image_grid
-from anogan_tf.models.io import DISCRIMINATOR_FILE, GENERATOR_FILE
+from anogan_tf.model_dir import (CHECKPOINT_DIR, DISCRIMINATOR_FILE,
+                                 GENERATOR_FILE, HISTORY_FILE, SELECTION_FILE,
+                                 STATE_FILE, ModelDir, StageCheckpoint,
+                                 read_history_file)
 from anogan_tf.training.gan import draw_prior_numpy, inference_generator
 
 __all__ = [
@@ -55,90 +66,42 @@ __all__ = [
     "DivergenceGuard",
     "EmaStatistics",
     "TrainingDivergedError",
-    "restore_latest",
     "CHECKPOINT_DIR",
     "STATE_FILE",
     "GENERATOR_FILE",
     "DISCRIMINATOR_FILE",
 ]
 
-CHECKPOINT_DIR = "checkpoints"
-STATE_FILE = "state.json"
-SELECTION_FILE = "selection.json"
-HISTORY_FILE = "history.json"
-
-
-def _atomic_write_json(path: str, obj) -> None:
-    with open(path + ".tmp", "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(path + ".tmp", path)
-
-
-def read_history(path: str) -> list:
-    """Per-epoch records [{"epoch": 1, "d_loss": ..}, ..] from a history file.
-
-    Reads the current format ({"epochs": [...]}) and the JSON-lines files
-    of earlier versions (one {"initial_epoch": k, metric: [values]} line per
-    run). A missing file gives []; an unreadable one raises ValueError.
-    """
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        text = f.read()
-    try:
-        doc = json.loads(text)
-        if isinstance(doc, dict) and isinstance(doc.get("epochs"), list):
-            return list(doc["epochs"])
-    except json.JSONDecodeError:
-        pass
-    records = {}
-    try:
-        for line in text.splitlines():
-            if not line.strip():
-                continue
-            run = json.loads(line)
-            start = int(run.pop("initial_epoch", 0))
-            for key, values in run.items():
-                for i, value in enumerate(values):
-                    records.setdefault(start + i + 1, {"epoch": start + i + 1})[
-                        key] = value
-    except (json.JSONDecodeError, TypeError, ValueError, AttributeError) as e:
-        raise ValueError(
-            f"{path} is not a history file ({e}). Move it aside; the next "
-            f"epoch starts a new one.") from e
-    return [records[k] for k in sorted(records)]
+read_history = read_history_file
 
 
 class HistoryWriter(keras.callbacks.Callback):
-    """Keeps `history.json` = every finished epoch's logs, across resumes.
+    """Keeps the stage's history file = every finished epoch's logs, across
+    resumes (`ModelDir.append_history`, atomic).
 
-    Rewritten atomically after each epoch: records of epochs after
-    `initial_epoch` (left by a run killed after its last checkpoint) are
-    replaced by this run's.
+    At the start, records after `initial_epoch` (left by a run killed after
+    its last checkpoint) are dropped; each epoch's record replaces any of the
+    same epoch.
     """
 
-    def __init__(self, path: str, initial_epoch: int):
+    def __init__(self, model_dir: Union[str, ModelDir], initial_epoch: int,
+                 stage: str = "gan"):
         super().__init__()
-        self.path = path
-        self.records = [r for r in read_history(path)
-                        if int(r.get("epoch", 0)) <= initial_epoch]
+        self.model_dir = ModelDir(model_dir)
+        self.initial_epoch = initial_epoch
+        self.stage = stage
+
+    def on_train_begin(self, logs=None):
+        self.model_dir.trim_history(self.initial_epoch, self.stage)
 
     def on_epoch_end(self, epoch, logs=None):
         record = {"epoch": epoch + 1}
         record.update({k: float(v) for k, v in (logs or {}).items()})
-        self.records = [r for r in self.records if r["epoch"] < epoch + 1]
-        self.records.append(record)
-        _atomic_write_json(self.path, {"epochs": self.records})
+        self.model_dir.append_history(record, self.stage)
 
 
 class TrainingDivergedError(RuntimeError):
     """A loss became NaN/Inf or exceeded the divergence threshold."""
-
-
-def _atomic_save_keras(model: keras.Model, path: str) -> None:
-    tmp = path + ".tmp.keras"
-    model.save(tmp)
-    os.replace(tmp, path)
 
 
 class EmaStatistics(keras.callbacks.Callback):
@@ -155,146 +118,97 @@ class EmaStatistics(keras.callbacks.Callback):
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
-    """Saves the full training state after every epoch; keeps the last `keep`.
-
-    The state file is replaced atomically after the weights are written, so
-    a kill at any moment leaves the previous complete checkpoint usable.
+    """Checkpoints the full training state after every epoch (the last
+    `keep` are kept) and refreshes the model dir's .keras files.
 
     Args:
       model_dir: The model dir.
-      keep: Checkpoints kept.
-      checkpoint_dir: Folder below model_dir ("checkpoints" for the GAN).
-      model_files: `model_files(trained model) -> {file name: keras.Model}`,
-        the .keras files refreshed in model_dir each epoch; by default the
-        GAN's generator.keras and discriminator.keras.
+      keep: Checkpoints kept (when this callback builds the checkpoint).
+      stage: "gan" or "encoder" (the checkpoint folder and its files).
+      model_files: `model_files(trained model) -> {role: keras.Model}`, the
+        .keras files refreshed (`ModelDir.save_model`); by default the GAN's
+        generator and discriminator.
       select_on: A logs key to minimise: the .keras files are refreshed only
         when an epoch improves it (see the module docstring); None: every
         epoch.
+      checkpoint: The stage's `StageCheckpoint`, already restored by the
+        caller; None: built at the first epoch end from the trained model's
+        `checkpoint_items()`, with the best so far read from disk.
     """
 
-    def __init__(self, model_dir: str, keep: int = 2,
-                 checkpoint_dir: str = CHECKPOINT_DIR,
+    def __init__(self, model_dir: Union[str, ModelDir], keep: int = 2,
+                 stage: str = "gan",
                  model_files: Optional[
                      Callable[[keras.Model], Dict[str, keras.Model]]] = None,
-                 select_on: Optional[str] = None):
+                 select_on: Optional[str] = None,
+                 checkpoint: Optional[StageCheckpoint] = None):
         super().__init__()
-        self.model_dir = model_dir
-        self.ckpt_dir = os.path.join(model_dir, checkpoint_dir)
+        self.model_dir = ModelDir(model_dir)
         self.keep = keep
+        self.stage = stage
         self.model_files = model_files or (lambda gan: {
-            GENERATOR_FILE: inference_generator(gan),
-            DISCRIMINATOR_FILE: gan.discriminator})
+            "generator": inference_generator(gan),
+            "discriminator": gan.discriminator})
         self.select_on = select_on
-        self.best = _read_selection(os.path.join(self.ckpt_dir, STATE_FILE))
-        os.makedirs(self.ckpt_dir, exist_ok=True)
+        self.checkpoint = checkpoint
 
-    def _selects(self, epoch: int, logs) -> bool:
+    @property
+    def best(self) -> Optional[dict]:
+        """The selected epoch so far ({"epoch", "metric", "value", "rule"}),
+        as the checkpoint records it."""
+        return self._stage_checkpoint().record.get("selected")
+
+    def _stage_checkpoint(self) -> StageCheckpoint:
+        if self.checkpoint is None:
+            self.checkpoint = self.model_dir.checkpoint(
+                self.stage, self.model.checkpoint_items(), self.keep)
+        return self.checkpoint
+
+    def _selects(self, best: Optional[dict], logs) -> bool:
         """Whether this epoch's models become the model dir's .keras files."""
         if self.select_on is None or self.select_on not in (logs or {}):
             return True
         value = float(logs[self.select_on])
         if not math.isfinite(value):
-            return self.best is None
-        return (self.best is None or self.best.get("metric") != self.select_on
-                or value <= self.best["value"])
+            return best is None
+        return (best is None or best.get("metric") != self.select_on
+                or value <= best["value"])
 
     def on_epoch_end(self, epoch, logs=None):
-        gan = self.model
-        name = f"ckpt-{epoch + 1:04d}.weights.h5"
-        gan.save_weights(os.path.join(self.ckpt_dir, name))
-        if self._selects(epoch, logs):
-            for file_name, model in self.model_files(gan).items():
-                _atomic_save_keras(model, os.path.join(self.model_dir, file_name))
-            metric = (self.select_on if self.select_on in (logs or {})
-                      else None)
-            self.best = {
+        logs = {k: float(v) for k, v in (logs or {}).items()}
+        checkpoint = self._stage_checkpoint()
+        best = checkpoint.record.get("selected")
+        if self._selects(best, logs):
+            for role, model in self.model_files(self.model).items():
+                self.model_dir.save_model(role, model)
+            metric = self.select_on if self.select_on in logs else None
+            best = {
                 "epoch": epoch + 1, "metric": metric,
-                "value": float(logs[metric]) if metric else None,
+                "value": logs[metric] if metric else None,
                 "rule": (f"lowest {metric} so far (held-out normal images)"
                          if metric else "latest epoch")}
             if self.select_on is not None:
-                _atomic_write_json(
-                    os.path.join(self.model_dir, SELECTION_FILE), self.best)
+                self.model_dir.write_selection(best)
                 logging.info("Epoch %d selected (%s).", epoch + 1,
-                             self.best["rule"])
-        state = {
-            "epoch": epoch + 1,
-            "checkpoint": name,
-            "logs": {k: float(v) for k, v in (logs or {}).items()},
-            "selected": self.best,
-        }
-        if hasattr(gan, "seed_generator"):
-            state["seed_state"] = np.asarray(
-                gan.seed_generator.state.numpy()).tolist()
-        _atomic_write_json(os.path.join(self.ckpt_dir, STATE_FILE), state)
-        # Drop old checkpoints only once the new state points elsewhere.
-        ckpts = sorted(f for f in os.listdir(self.ckpt_dir)
-                       if f.startswith("ckpt-") and f.endswith(".weights.h5"))
-        for old in ckpts[:-self.keep]:
-            os.remove(os.path.join(self.ckpt_dir, old))
-        logging.info("Saved checkpoint %s (epoch %d).", name, epoch + 1)
-
-
-def _read_selection(state_path: str) -> Optional[dict]:
-    """The selected epoch recorded in a state file (None if there is none)."""
-    try:
-        with open(state_path) as f:
-            return json.load(f).get("selected")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def restore_latest(gan, model_dir: str,
-                   checkpoint_dir: str = CHECKPOINT_DIR) -> int:
-    """Restores the last finished epoch's state into `gan`.
-
-    Args:
-      gan: A compiled `GAN` (or any model with `build_optimizers()`) whose
-        architecture matches the checkpoint.
-      model_dir: The model dir.
-      checkpoint_dir: Folder below model_dir, as given to EpochCheckpoint.
-
-    Returns:
-      The number of finished epochs (0 when there is no checkpoint).
-
-    Raises:
-      RuntimeError: the state file points at a missing or unreadable
-        checkpoint; the message says how to recover.
-    """
-    path = os.path.join(model_dir, checkpoint_dir, STATE_FILE)
-    if not os.path.exists(path):
-        return 0
-    try:
-        with open(path) as f:
-            state = json.load(f)
-        ckpt = os.path.join(model_dir, checkpoint_dir, state["checkpoint"])
-        gan.build_optimizers()
-        gan.load_weights(ckpt)
-    except (OSError, ValueError, KeyError) as e:
-        raise RuntimeError(
-            f"Cannot resume from {path}: {e}. The checkpoint is damaged or was "
-            f"written for another architecture. Use a new --model_dir, or "
-            f"delete {os.path.join(model_dir, checkpoint_dir)} to start over."
-        ) from e
-    if "seed_state" in state and hasattr(gan, "seed_generator"):
-        gan.seed_generator.state.assign(np.asarray(
-            state["seed_state"], dtype=gan.seed_generator.state.dtype))
-    return int(state["epoch"])
+                             best["rule"])
+        path = checkpoint.save(epoch + 1, {"selected": best, "logs": logs})
+        logging.info("Saved checkpoint %s (epoch %d).", path, epoch + 1)
 
 
 class SampleGrid(keras.callbacks.Callback):
     """Writes G(z) for a fixed z as `samples/epoch_<n>.png` and to TensorBoard."""
 
-    def __init__(self, model_dir: str, latent_dim: int, prior: str,
-                 num: int = 36, seed: int = 0, every: int = 1):
+    def __init__(self, model_dir: Union[str, ModelDir], latent_dim: int,
+                 prior: str, num: int = 36, seed: int = 0, every: int = 1):
         super().__init__()
-        self.sample_dir = os.path.join(model_dir, "samples")
+        model_dir = ModelDir(model_dir)
+        self.sample_dir = model_dir.samples_dir
         os.makedirs(self.sample_dir, exist_ok=True)
         self.z = draw_prior_numpy(np.random.default_rng(seed), num,
                                   latent_dim, prior)
         self.every = max(1, every)
         self.writer = tf.summary.create_file_writer(
-            os.path.join(model_dir, "logs", "samples"))
+            os.path.join(model_dir.logs_dir(), "samples"))
         self.last_path: Optional[str] = None
 
     def on_epoch_end(self, epoch, logs=None):

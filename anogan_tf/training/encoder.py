@@ -11,17 +11,18 @@ kappa = 1 as in the paper. The optimiser is Adam(--encoder_lr = 1e-4,
 beta_1 = 0.9, beta_2 = 0.999): a plain regression, so the DCGAN's
 adversarial beta_1 = 0.5 does not apply.
 
-Files, all below the model dir (the GAN's own files are only read):
+Files, all below the model dir (`ModelDir`'s "encoder" stage; the GAN's own
+files are only read):
 
-  checkpoints_encoder/ckpt-<epoch>.weights.h5, state.json   resume state
-  encoder.keras                                  refreshed after every epoch
+  checkpoints_encoder/     resume state (E, its optimizer, the epoch), a
+                           tf.train.CheckpointManager's
+  encoder.keras            refreshed after every epoch
   flags_encoder.cfg, history_encoder.json, logs/encoder/
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import List, Optional
 
 import keras
@@ -31,17 +32,13 @@ from absl import logging
 from anogan_tf.config import ConfigError, DataConfig, TrainConfig
 from anogan_tf.data import make_train_dataset
 from anogan_tf.mapping import latent
-from anogan_tf.models import build_encoder, load_model_dir
-from anogan_tf.models.io import ENCODER_FILE
+from anogan_tf.model_dir import ModelDir
+from anogan_tf.models import build_encoder
 from anogan_tf.training import callbacks as cb
 from anogan_tf.training.run import (TrainResult, fit_and_record,
                                     training_patches)
 
-__all__ = ["EncoderTrainer", "train_encoder", "ENCODER_CHECKPOINT_DIR",
-           "ENCODER_FLAGS_FILE"]
-
-ENCODER_CHECKPOINT_DIR = "checkpoints_encoder"
-ENCODER_FLAGS_FILE = "flags_encoder.cfg"
+__all__ = ["EncoderTrainer", "train_encoder"]
 
 
 class EncoderTrainer(keras.Model):
@@ -75,7 +72,15 @@ class EncoderTrainer(keras.Model):
 
     def build_optimizers(self):
         """Creates the optimizer slots (needed before restoring a checkpoint)."""
-        self.e_optimizer.build(self.encoder.trainable_variables)
+        if not self.e_optimizer.built:
+            self.e_optimizer.build(self.encoder.trainable_variables)
+
+    def checkpoint_items(self):
+        """What a checkpoint holds to resume training exactly
+        (`ModelDir.checkpoint`): E and its optimizer (built here). G and D
+        are frozen and come from the model dir's .keras files."""
+        self.build_optimizers()
+        return {"encoder": self.encoder, "optimizer": self.e_optimizer}
 
     @property
     def metrics(self):
@@ -103,15 +108,15 @@ class EncoderTrainer(keras.Model):
         return {m.name: m.result() for m in self.metrics}
 
 
-def _load_gan(model_dir: str):
+def _load_gan(model_dir: ModelDir):
     try:
-        return load_model_dir(model_dir)
+        return model_dir.load_gan()
     except ConfigError as e:
         raise ConfigError(
-            f"--stage=encoder needs a trained GAN in {model_dir!r}: {e} Train "
-            f"the GAN first (anogan-train --stage=gan --model_dir={model_dir} "
-            f"...), then run anogan-train --stage=encoder "
-            f"--model_dir={model_dir}.") from e
+            f"--stage=encoder needs a trained GAN in {model_dir.path!r}: {e} "
+            f"Train the GAN first (anogan-train --stage=gan "
+            f"--model_dir={model_dir} ...), then run anogan-train "
+            f"--stage=encoder --model_dir={model_dir}.") from e
 
 
 def train_encoder(model_dir: str, data_config: DataConfig,
@@ -119,6 +124,8 @@ def train_encoder(model_dir: str, data_config: DataConfig,
                   extra_callbacks: Optional[List[keras.callbacks.Callback]] = None,
                   verbose: int = 1) -> TrainResult:
     """Trains the f-AnoGAN encoder of the GAN in `model_dir`, with resume.
+
+    The model dir is locked for the run (`ModelDir.lock`).
 
     Args:
       model_dir: A model dir with a trained GAN (config.json,
@@ -136,31 +143,39 @@ def train_encoder(model_dir: str, data_config: DataConfig,
       A TrainResult (sample_path is None).
 
     Raises:
-      ConfigError: the model dir holds no trained GAN.
+      ConfigError: the model dir holds no trained GAN, another run holds
+        it, or its encoder checkpoints cannot be restored.
     """
+    md = ModelDir(model_dir)
+    with md.lock(create=False):
+        return _train_encoder(md, data_config, train_config, flags_text,
+                              extra_callbacks, verbose)
+
+
+def _train_encoder(model_dir: ModelDir, data_config: DataConfig,
+                   train_config: TrainConfig, flags_text, extra_callbacks,
+                   verbose: int) -> TrainResult:
     model_config, generator, discriminator = _load_gan(model_dir)
     data_config = dataclasses.replace(data_config,
                                       image_size=model_config.image_size,
                                       channels=model_config.channels)
     if flags_text is not None:
-        path = os.path.join(model_dir, ENCODER_FLAGS_FILE)
-        with open(path + ".tmp", "w") as f:
-            f.write(flags_text)
-        os.replace(path + ".tmp", path)
+        model_dir.write_flags(flags_text, "encoder")
+    # Seeds the shuffle as well as the weights (see run.fit_and_record).
+    keras.utils.set_random_seed(train_config.seed)
     patches, _ = training_patches(data_config)
     steps = train_config.steps_per_epoch or max(
         1, len(patches) // train_config.batch_size)
     dataset = make_train_dataset(patches, train_config.batch_size,
                                  seed=data_config.seed)
 
-    keras.utils.set_random_seed(train_config.seed)
     trainer = EncoderTrainer(build_encoder(model_config), generator,
                              discriminator, kappa=train_config.kappa)
     trainer.compile(keras.optimizers.Adam(train_config.encoder_lr,
                                           beta_1=0.9, beta_2=0.999),
                     jit_compile=train_config.jit_compile)
-    initial_epoch = cb.restore_latest(trainer, model_dir,
-                                      ENCODER_CHECKPOINT_DIR)
+    checkpoint = model_dir.checkpoint("encoder", trainer.checkpoint_items())
+    initial_epoch = checkpoint.restore(legacy_model=trainer)
     if initial_epoch:
         logging.info("Resuming the encoder from epoch %d in %s.",
                      initial_epoch, model_dir)
@@ -168,19 +183,18 @@ def train_encoder(model_dir: str, data_config: DataConfig,
         logging.info("The encoder already trained for %d epochs (asked for "
                      "%d); nothing to do. Pass a larger --epochs to continue.",
                      initial_epoch, train_config.epochs)
-        return TrainResult(model_dir, initial_epoch, initial_epoch, {},
+        return TrainResult(model_dir.path, initial_epoch, initial_epoch, {},
                            len(patches), None)
 
     callbacks = [
         cb.DivergenceGuard(train_config.divergence_threshold, keys=("loss",),
                            advice="Try a lower --encoder_lr; "),
-        cb.EpochCheckpoint(model_dir, checkpoint_dir=ENCODER_CHECKPOINT_DIR,
-                           model_files=lambda t: {ENCODER_FILE: t.encoder}),
-        keras.callbacks.TensorBoard(os.path.join(model_dir, "logs", "encoder"),
+        cb.EpochCheckpoint(model_dir, stage="encoder", checkpoint=checkpoint,
+                           model_files=lambda t: {"encoder": t.encoder}),
+        keras.callbacks.TensorBoard(model_dir.logs_dir("encoder"),
                                     update_freq="epoch"),
     ] + list(extra_callbacks or [])
     hist = fit_and_record(trainer, dataset, train_config, initial_epoch, steps,
-                          callbacks, verbose,
-                          os.path.join(model_dir, "history_encoder.json"))
-    return TrainResult(model_dir, initial_epoch, train_config.epochs, hist,
-                       len(patches), None)
+                          callbacks, verbose, model_dir, "encoder")
+    return TrainResult(model_dir.path, initial_epoch, train_config.epochs,
+                       hist, len(patches), None)

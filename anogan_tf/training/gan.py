@@ -132,8 +132,22 @@ class GAN(keras.Model):
 
     def build_optimizers(self):
         """Creates the optimizer slots (needed before restoring a checkpoint)."""
-        self.d_optimizer.build(self.discriminator.trainable_variables)
-        self.g_optimizer.build(self.generator.trainable_variables)
+        if not self.d_optimizer.built:
+            self.d_optimizer.build(self.discriminator.trainable_variables)
+        if not self.g_optimizer.built:
+            self.g_optimizer.build(self.generator.trainable_variables)
+
+    def checkpoint_items(self):
+        """What a checkpoint holds to resume training exactly
+        (`ModelDir.checkpoint`): G, D, the EMA copy, both optimizers (built
+        here) and the SeedGenerator of the latent draws."""
+        self.build_optimizers()
+        return {"generator": self.generator,
+                "discriminator": self.discriminator,
+                "generator_ema": self.generator_ema,
+                "d_optimizer": self.d_optimizer,
+                "g_optimizer": self.g_optimizer,
+                "seed": self.seed_generator}
 
     @property
     def metrics(self):

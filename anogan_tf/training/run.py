@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Dict, List, Optional, Tuple
 
 import keras
@@ -13,6 +12,7 @@ from absl import logging
 from anogan_tf import config as config_lib
 from anogan_tf.config import DataConfig, ModelConfig, TrainConfig
 from anogan_tf.data import extract_patches, load_images, make_train_dataset
+from anogan_tf.model_dir import ModelDir
 from anogan_tf.models import build_generator, build_models
 from anogan_tf.training import callbacks as cb
 from anogan_tf.training import health
@@ -20,8 +20,6 @@ from anogan_tf.training.gan import GAN
 
 __all__ = ["TrainResult", "train_gan", "prepare_model_dir", "training_patches",
            "fit_and_record"]
-
-FLAGS_FILE = "flags.cfg"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,30 +47,13 @@ class TrainResult:
 
 def prepare_model_dir(model_dir: str, model_config: ModelConfig,
                       flags_text: Optional[str] = None) -> None:
-    """Creates the model dir, checks or writes config.json and flags.cfg.
+    """Creates the model dir, checks or writes config.json and flags.cfg
+    (`ModelDir.prepare`).
 
     Raises:
       ConfigError: the dir already holds a model of another architecture.
     """
-    os.makedirs(model_dir, exist_ok=True)
-    cfg_path = os.path.join(model_dir, config_lib.MODEL_CONFIG_FILE)
-    if os.path.exists(cfg_path):
-        existing = config_lib.load_model_config(model_dir)
-        if existing != model_config:
-            diff = {k: (v, getattr(model_config, k))
-                    for k, v in dataclasses.asdict(existing).items()
-                    if getattr(model_config, k) != v}
-            raise config_lib.ConfigError(
-                f"{model_dir} already holds a model with a different "
-                f"architecture (field: (saved, requested)) {diff}. Resume with "
-                f"the same flags (--flagfile={os.path.join(model_dir, FLAGS_FILE)})"
-                f" or choose a new --model_dir.")
-    config_lib.save_model_config(model_config, model_dir)
-    if flags_text is not None:
-        path = os.path.join(model_dir, FLAGS_FILE)
-        with open(path + ".tmp", "w") as f:
-            f.write(flags_text)
-        os.replace(path + ".tmp", path)
+    ModelDir(model_dir).prepare(model_config, flags_text)
 
 
 def _patches_of(images, data_config: DataConfig) -> np.ndarray:
@@ -145,18 +126,25 @@ def _build_gan(model_config: ModelConfig, train_config: TrainConfig) -> GAN:
 
 def fit_and_record(model: keras.Model, dataset, train_config: TrainConfig,
                    initial_epoch: int, steps: int, callbacks, verbose: int,
-                   history_path: str) -> Dict[str, List[float]]:
+                   model_dir: ModelDir, stage: str = "gan"
+                   ) -> Dict[str, List[float]]:
     """Runs `model.fit` from `initial_epoch`; returns this run's metrics.
 
-    Every finished epoch's logs (including those callbacks add, such as the
-    health metrics) are kept in `history_path` across resumes
-    (`callbacks.HistoryWriter`, placed before the checkpoint callback so a
-    kill between the two redoes the epoch rather than losing its record).
+    A resumed run skips the `initial_epoch * steps` batches the finished
+    epochs drew, so that with the restored checkpoint it continues exactly
+    where the interrupted run was (`dataset` must be the same seeded
+    pipeline). Every finished epoch's logs (including those callbacks add,
+    such as the health metrics) are kept in the stage's history file across
+    resumes (`callbacks.HistoryWriter`, placed before the checkpoint
+    callback so a kill between the two redoes the epoch rather than losing
+    its record).
     """
     callbacks = list(callbacks)
     at = next((i for i, c in enumerate(callbacks)
                if isinstance(c, cb.EpochCheckpoint)), len(callbacks))
-    callbacks.insert(at, cb.HistoryWriter(history_path, initial_epoch))
+    callbacks.insert(at, cb.HistoryWriter(model_dir, initial_epoch, stage))
+    if initial_epoch:
+        dataset = dataset.skip(initial_epoch * steps)
     # The tf.data pipeline shuffles already; fit's default shuffle=True
     # would only warn that it ignores itself.
     history = model.fit(dataset, epochs=train_config.epochs,
@@ -171,6 +159,9 @@ def train_gan(model_config: ModelConfig, data_config: DataConfig,
               verbose: int = 1) -> TrainResult:
     """Trains the GAN on normal images, resuming from the model dir's state.
 
+    The model dir is locked for the run (`ModelDir.lock`): a second run on
+    it fails at once with a ConfigError.
+
     Args:
       model_config: Architecture (written to config.json).
       data_config: Training data; only normal images are used.
@@ -182,9 +173,24 @@ def train_gan(model_config: ModelConfig, data_config: DataConfig,
 
     Returns:
       A TrainResult.
+
+    Raises:
+      ConfigError: another run holds the model dir, it holds another
+        architecture, or its checkpoints cannot be restored.
     """
-    model_dir = train_config.model_dir
-    prepare_model_dir(model_dir, model_config, flags_text)
+    model_dir = ModelDir(train_config.model_dir)
+    with model_dir.lock():
+        return _train_gan(model_dir, model_config, data_config, train_config,
+                          flags_text, extra_callbacks, verbose)
+
+
+def _train_gan(model_dir: ModelDir, model_config: ModelConfig,
+               data_config: DataConfig, train_config: TrainConfig,
+               flags_text, extra_callbacks, verbose: int) -> TrainResult:
+    model_dir.prepare(model_config, flags_text)
+    # Seeds the shuffle as well as the weights, so that a resumed run's
+    # batches follow the interrupted run's.
+    keras.utils.set_random_seed(train_config.seed)
     patches, holdout = training_patches(data_config,
                                         train_config.holdout_fraction)
     steps = train_config.steps_per_epoch or max(
@@ -193,14 +199,15 @@ def train_gan(model_config: ModelConfig, data_config: DataConfig,
                                  seed=data_config.seed)
 
     gan = _build_gan(model_config, train_config)
-    initial_epoch = cb.restore_latest(gan, model_dir)
+    checkpoint = model_dir.checkpoint("gan", gan.checkpoint_items())
+    initial_epoch = checkpoint.restore(legacy_model=gan)
     if initial_epoch:
         logging.info("Resuming from epoch %d in %s.", initial_epoch, model_dir)
     if initial_epoch >= train_config.epochs:
         logging.info("Already trained for %d epochs (asked for %d); nothing to "
                      "do. Pass a larger --epochs to continue.", initial_epoch,
                      train_config.epochs)
-        return TrainResult(model_dir, initial_epoch, initial_epoch, {},
+        return TrainResult(model_dir.path, initial_epoch, initial_epoch, {},
                            len(patches), None)
 
     sampler = cb.SampleGrid(model_dir, model_config.latent_dim,
@@ -213,16 +220,15 @@ def train_gan(model_config: ModelConfig, data_config: DataConfig,
         cb.DivergenceGuard(train_config.divergence_threshold),
     ] + ([cb.EmaStatistics(train_config.seed)] if train_config.g_ema else []) + [
         health_cb,
-        cb.EpochCheckpoint(model_dir, select_on=(
+        cb.EpochCheckpoint(model_dir, checkpoint=checkpoint, select_on=(
             "coverage_ratio" if train_config.select_best and len(holdout)
             else None)),
         sampler,
-        keras.callbacks.TensorBoard(os.path.join(model_dir, "logs"),
+        keras.callbacks.TensorBoard(model_dir.logs_dir("gan"),
                                     update_freq="epoch"),
     ] + list(extra_callbacks or [])
     hist = fit_and_record(gan, dataset, train_config, initial_epoch, steps,
-                          callbacks, verbose,
-                          os.path.join(model_dir, cb.HISTORY_FILE))
-    return TrainResult(model_dir, initial_epoch, train_config.epochs, hist,
-                       len(patches), sampler.last_path,
+                          callbacks, verbose, model_dir, "gan")
+    return TrainResult(model_dir.path, initial_epoch, train_config.epochs,
+                       hist, len(patches), sampler.last_path,
                        tuple(health_cb.warnings))
