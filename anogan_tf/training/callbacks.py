@@ -18,10 +18,10 @@ through `anogan_tf.model_dir.ModelDir`, which owns the layout:
   samples/epoch_<epoch>.png             a fixed-z sample grid
   logs/                                 TensorBoard scalars and sample images
 
-At an epoch's end the history record is written first, then the .keras
-files (when the epoch is selected), then the checkpoint: a run killed in
-between resumes from the previous checkpoint and redoes the epoch, whose
-records it replaces.
+At an epoch's end the sample grid and the history record are written
+first, then the .keras files (when the epoch is selected), then the
+checkpoint: a run killed in between resumes from the previous checkpoint
+and redoes the epoch, whose files and records it replaces.
 
 Model selection without anomaly labels: when the epoch logs carry the
 `select_on` metric (the health callback's `coverage_ratio`: how well G

@@ -220,10 +220,12 @@ def _train_gan(model_dir: ModelDir, model_config: ModelConfig,
         cb.DivergenceGuard(train_config.divergence_threshold),
     ] + ([cb.EmaStatistics(train_config.seed)] if train_config.g_ema else []) + [
         health_cb,
+        # Before the checkpoint: a run killed in between redoes the epoch,
+        # so no epoch's sample grid is lost.
+        sampler,
         cb.EpochCheckpoint(model_dir, checkpoint=checkpoint, select_on=(
             "coverage_ratio" if train_config.select_best and len(holdout)
             else None)),
-        sampler,
         keras.callbacks.TensorBoard(model_dir.logs_dir("gan"),
                                     update_freq="epoch"),
     ] + list(extra_callbacks or [])
