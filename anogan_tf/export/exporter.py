@@ -244,12 +244,7 @@ def score_images_plan(scorer: Scorer, model_dir: str,
         more patches than --max_patches_per_image.
     """
     dc, ec = scorer.data_config, scorer.eval_config
-    if ec.map_norm == "depth" and scorer.map_reference is None:
-        raise ConfigError(
-            f"--map_norm=depth needs the per-depth statistics of normal maps, "
-            f"which {model_dir} does not have yet. Run `anogan-evaluate "
-            f"--model_dir={model_dir} --map_norm=depth` first (it records "
-            f"them in detector.json), or export with --map_norm=none.")
+    map_reference = scorer.applied_map_reference()
     (h, w), source = _image_size(model_dir, dc, image_shape)
     threshold = scorer.recorded_threshold()
     plan = image_graph.ImagePlan(
@@ -260,8 +255,7 @@ def score_images_plan(scorer: Scorer, model_dir: str,
         intensity_norm=dc.intensity_norm, aggregate=ec.aggregate,
         topk=ec.topk, map_sigma=float(ec.map_sigma),
         map_smoothing=ec.map_smoothing,
-        map_reference=(scorer.map_reference if ec.map_norm == "depth"
-                       else None),
+        map_reference=map_reference,
         mode=scorer.mapping_config.mode,
         threshold=None if threshold is None else threshold.value,
         threshold_rule="" if threshold is None else threshold.rule)

@@ -381,17 +381,7 @@ class Scorer:
         Raises:
           ConfigError: map_norm "depth" without a fitted map reference.
         """
-        reference = None
-        if self.eval_config.map_norm == "depth":
-            if self.map_reference is None:
-                where = self.model_dir or "<model_dir>"
-                raise ConfigError(
-                    f"--map_norm=depth needs the per-depth statistics of "
-                    f"normal maps, which {where} does not have yet. Run "
-                    f"`anogan-evaluate --model_dir={where} --map_norm=depth` "
-                    f"(it fits them on the calibration images and records "
-                    f"them in detector.json), or pass --map_norm=none.")
-            reference = self.map_reference
+        reference = self.applied_map_reference()
         return score_image_set(
             as_image_set(images), self.generator, self.discriminator,
             self.model_config, self.data_config, self.mapping_config,
@@ -400,6 +390,25 @@ class Scorer:
             map_sigma=self.eval_config.map_sigma,
             map_smoothing=self.eval_config.map_smoothing,
             map_reference=reference)
+
+    def applied_map_reference(self
+                              ) -> Optional[reference_lib.MapReference]:
+        """The map reference `score` applies: None with map_norm "none".
+
+        Raises:
+          ConfigError: map_norm "depth" without a fitted map reference.
+        """
+        if self.eval_config.map_norm != "depth":
+            return None
+        if self.map_reference is None:
+            where = self.model_dir or "<model_dir>"
+            raise ConfigError(
+                f"--map_norm=depth needs the per-depth statistics of normal "
+                f"maps, which {where} does not have yet. Run "
+                f"`anogan-evaluate --model_dir={where} --map_norm=depth` (it "
+                f"fits them on the calibration images and records them in "
+                f"detector.json), or pass --map_norm=none.")
+        return self.map_reference
 
     def recorded_threshold(self) -> Optional[detector_lib.Threshold]:
         """detector.json's calibrated threshold when it applies to this
