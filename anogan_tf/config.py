@@ -423,8 +423,8 @@ class EvalConfig:
         "absolute", |x - G(z*)| (see anogan_tf/scoring/maps.py).
       map_norm: "none", or "depth": every map pixel is standardised by
         the normal calibration images' maps at the same depth (within the
-        retina band with an ROI, else the row): max(0, (m - median) /
-        (p99 - median)). anogan-evaluate fits the statistics and records
+        retina band with an ROI, else the row): m / p99 of the normal
+        pixels at that depth. anogan-evaluate fits the statistics and records
         them in detector.json (scoring/map_reference.py).
       paper_score: When the mode is not iterative, also map the test images
         the paper's way (iterative, the same steps, A(x)) and report that

@@ -4,9 +4,10 @@ Scores synthetic_oct's 64 test scans and 40 calibration scans with a model
 dir's own settings (detector.json; the mode from argv), fits PCA(32) on the
 same training patches (benchmarks/oct_artifacts.py's), and for the signed
 maps at sigma 2, 4, 6 prints the map_max image AUROC, the pixel AUROC over
-non-artefact pixels and inside the ROI, for: raw; std_clip, the shipped
-max(0, (m - median_b) / (p99_b - median_b)); std_noclip, the same unclipped;
-centre, (m - median_b) / pooled spread; ratio, m / p99_b. Statistics per
+non-artefact pixels and inside the ROI, for: raw; std_clip,
+max(0, (m - median_b) / (p99_b - median_b)) (shipped until the ratio
+replaced it); std_noclip, the same unclipped; centre, (m - median_b) /
+pooled spread; ratio, m / p99_b (what --map_norm=depth applies now). Statistics per
 band-relative depth bin from the calibration scans (scoring/map_reference.py).
 
   python benchmarks/map_norm.py MODEL_DIR ARTIFACTS(0|1) MODE

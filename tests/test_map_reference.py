@@ -67,16 +67,29 @@ def test_a_stripe_every_normal_has_is_standardised_away():
     pooled = np.percentile(normal, 99) - np.median(normal)
     assert ref.median[b] == pytest.approx(1.0)
     assert ref.spread[b] == pytest.approx(mr.MIN_SPREAD_SHARE * pooled)
-    # A new scan, band elsewhere: its stripe reads 0, and a blob of the
-    # stripe's raw value at mid-band depth reads far above 1.
+    # A new scan, band elsewhere: its stripe reads as its depth's p99 on
+    # normal scans (just below 1), and a blob of the stripe's raw value at
+    # mid-band depth reads far above 1.
     new_top = 25
     new_mask = _band_masks(1, [new_top], [new_top + 10])
     new = _normal_maps(rng, 1, [new_top])
     new[0, new_top + 6, 10:14] = 1.0
     out = mr.standardize_maps(new, np.ones_like(new_mask), new_mask, ref)
     assert out.dtype == np.float32 and out.min() >= 0
-    assert out[0, new_top + 2].max() == 0.0
+    np.testing.assert_allclose(out[0, new_top + 2],
+                               1.0 / (ref.median[b] + ref.spread[b]),
+                               rtol=1e-6)
     assert out[0, new_top + 6, 10:14].min() > 5.0
+    # The ratio keeps the order of the pixels below a depth's median (a
+    # clipped (m - median) / spread would tie them at 0): one row of the
+    # band is one depth bin, divided by one p99.
+    depth = mr.depth_coordinates(new.shape, new_mask)[0, new_top + 6, 0]
+    b6 = int(np.searchsorted(ref.edges, depth, side="right") - 1)
+    row = new[0, new_top + 6, :10]
+    assert (row < ref.median[b6]).any()
+    np.testing.assert_allclose(out[0, new_top + 6, :10],
+                               row / (ref.median[b6] + ref.spread[b6]),
+                               rtol=1e-6)
     # Outside `weight` the map is 0.
     none = mr.standardize_maps(new, np.zeros_like(new_mask), new_mask, ref)
     assert not none.any()
@@ -151,7 +164,7 @@ def test_bad_references_and_inputs_name_the_fix():
     with pytest.raises(ConfigError, match="--map_norm=depth to fit it again"):
         dataclasses.replace(good, spread=(0.0,) * len(good.spread))
     with pytest.raises(ConfigError, match="malformed"):
-        mr.MapReference.from_json({"coordinate": "band"})
+        mr.MapReference.from_json({"form": mr.FORM, "coordinate": "band"})
     with pytest.raises(ConfigError, match="calibration"):
         mr.fit_map_reference(np.ones((0, H, W)), np.ones((0, H, W), bool),
                              None, "raw")
@@ -187,6 +200,14 @@ def test_the_reference_round_trips_through_detector_json(tmp_path):
     (tmp_path / "detector.json").write_text(text)
     with pytest.raises(ConfigError, match="detector.json.*--map_norm=depth"):
         detector_lib.load_detector(str(tmp_path))
+    # A reference written for the earlier clipped form (no "form") is
+    # refused: its threshold was calibrated on other maps.
+    record = ref.to_json()
+    assert record["form"] == mr.FORM
+    del record["form"]
+    with pytest.raises(ConfigError, match="map form.*Re-run anogan-evaluate"):
+        mr.MapReference.from_json(record)
+    assert mr.MapReference.from_json(ref.to_json()) == ref
     # map_norm changes map_max's scale: a recorded threshold no longer holds.
     plain = dataclasses.replace(detector, image_score=dataclasses.replace(
         detector.image_score, map_norm="none"))

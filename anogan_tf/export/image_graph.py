@@ -279,7 +279,7 @@ def _standardize(maps, weight, masks, ref: MapReference):
     bins = tf.reshape(bins, tf.shape(depth))
     median = tf.gather(tf.constant(ref.median, _F64), bins)
     spread = tf.gather(tf.constant(ref.spread, _F64), bins)
-    out = tf.maximum((tf.cast(maps, _F64) - median) / spread, 0.0)
+    out = tf.cast(maps, _F64) / (median + spread)
     return tf.cast(tf.where(weight, out, 0.0), tf.float32)
 
 
