@@ -39,6 +39,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "IMAGE_FORMATS",
     "MAX_IMAGE_PIXELS",
+    "SKIP_BAD_FILES_HINT",
     "Decoded",
     "decode_image",
     "decode_mask",
@@ -74,6 +75,10 @@ warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 Source = Union[str, bytes, os.PathLike]
+
+# The end of the message for an undecodable file; callers without
+# --skip_bad_files (anogan-client) remove it.
+SKIP_BAD_FILES_HINT = ", or pass --skip_bad_files to skip unreadable files"
 
 
 def convert_channels(images: np.ndarray, channels: int) -> np.ndarray:
@@ -193,9 +198,8 @@ def _open(source: Source, name: str) -> Image.Image:
     except Exception as e:  # Pillow raises many types for corrupt data.
         raise DataError(
             f"{name}: cannot decode image ({type(e).__name__}: {e}). The file "
-            f"is corrupt or not a PNG/JPEG/BMP/TIFF image; re-export it, "
-            f"remove it, or pass --skip_bad_files to skip unreadable files."
-        ) from e
+            f"is corrupt or not a PNG/JPEG/BMP/TIFF image; re-export it or "
+            f"remove it{SKIP_BAD_FILES_HINT}.") from e
 
 
 def _unsupported(name: str, img: Image.Image, e: Exception) -> DataError:

@@ -9,7 +9,8 @@ See docs/serving.md. (A Beam batch-scoring pipeline may join later.)
 
 from anogan_tf.serving.clients import (GrpcPredictClient, PredictClient,
                                        RestPredictClient, connect)
-from anogan_tf.serving.images import InputError, list_inputs, read_image
+from anogan_tf.serving.images import (InputError, list_inputs, read_image,
+                                      to_signature_dtype)
 from anogan_tf.serving.score import (CSV_COLUMNS, SCORE_KEYS, SCORES_FILE,
                                      ClientScores, score_files,
                                      write_scores_csv)
@@ -26,6 +27,7 @@ __all__ = [
     "InputError",
     "list_inputs",
     "read_image",
+    "to_signature_dtype",
     "ClientScores",
     "score_files",
     "write_scores_csv",

@@ -1,12 +1,19 @@
-"""Reading image files into a served signature's input dtype.
+"""Turning input files into what a served signature takes.
 
-A small Pillow reader, so the client needs neither the data module's
-patching nor its datasets: the client sends whole, model-sized images.
-8-bit files become uint8 as is, or float32 `p / 127.5 - 1` (the same
-arithmetic the serving_uint8 signature uses, so both paths send the same
-picture); 16-bit files become `p / 32767.5 - 1`, or `round(p / 257)` for
-uint8. Colour becomes grayscale with Pillow's ITU-R 601 luminance and
-grayscale becomes RGB by repetition; alpha is dropped.
+The file is decoded by the library's decoder, `anogan_tf.data.decode.
+decode_image` (the one anogan-score and the datasets use), to float32 in
+[0, 1] with the model's channels: 8-bit samples / 255, 16-bit samples /
+65535, colour to grayscale by float ITU-R 601 luminance, grayscale to RGB
+by repetition, alpha dropped. Only the step to the signature's dtype is the
+client's (`to_signature_dtype`):
+
+* float32 signatures (serving_default, score_fast, ...): `2 u - 1`, the
+  array anogan-score scores, bit for bit.
+* uint8 signatures (serving_uint8, score_images_uint8): `round(255 u)`.
+  That is the stored value of an 8-bit file whose channels are the model's
+  (and of grayscale into RGB); a 16-bit file becomes `round(p / 257)` and
+  colour into a 1-channel model its luminance rounded to 8 bits, so for
+  those files only a float32 signature sees anogan-score's pixels.
 """
 
 from __future__ import annotations
@@ -16,12 +23,15 @@ from typing import List, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["InputError", "IMAGE_EXTENSIONS", "list_inputs", "read_image"]
+from anogan_tf.data.decode import (IMAGE_EXTENSIONS, SKIP_BAD_FILES_HINT,
+                                   decode_image)
+from anogan_tf.data.errors import DataError
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+__all__ = ["InputError", "IMAGE_EXTENSIONS", "list_inputs", "read_image",
+           "to_signature_dtype"]
 
 
-class InputError(ValueError):
+class InputError(DataError):
     """An input file or folder is missing, unreadable or the wrong size."""
 
 
@@ -72,34 +82,41 @@ def list_inputs(inputs: Sequence[str]) -> List[Tuple[str, str]]:
     return entries
 
 
+def to_signature_dtype(unit: np.ndarray, dtype) -> np.ndarray:
+    """Decoded pixels in [0, 1] -> the input of a signature taking `dtype`.
+
+    float32: `2 u - 1` in float32 (what anogan-score scores); uint8:
+    `round(255 u)`.
+
+    Raises:
+      InputError: `dtype` is neither float32 nor uint8.
+    """
+    dtype = np.dtype(dtype)
+    unit = np.asarray(unit, np.float32)
+    if dtype == np.uint8:
+        return np.round(np.clip(unit * np.float32(255.0), 0.0, 255.0)
+                        ).astype(np.uint8)
+    if dtype == np.float32:
+        return unit * np.float32(2.0) - np.float32(1.0)
+    raise InputError(
+        f"The signature takes {dtype.name} images; anogan-client sends "
+        f"float32 in [-1, 1] or uint8 in [0, 255]. Use serving_default or "
+        f"serving_uint8.")
+
+
 def read_image(path: str, channels: int, dtype) -> np.ndarray:
     """Reads one file as [H, W, channels] of `dtype` (uint8 or float32).
 
-    Raises:
-      InputError: the file cannot be decoded.
-    """
-    from PIL import Image, UnidentifiedImageError
+    Decodes with `anogan_tf.data.decode.decode_image` (the decoder of
+    anogan-score), then `to_signature_dtype`.
 
+    Raises:
+      InputError: the file cannot be decoded (the message names it and the
+        fix), or `dtype` is not float32 or uint8.
+    """
     try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-                raw = np.asarray(img, np.float64)
-                bits_max = 65535.0
-                raw = raw[..., None]
-                if channels == 3:
-                    raw = np.repeat(raw, 3, axis=-1)
-            else:
-                img = img.convert("L" if channels == 1 else "RGB")
-                raw = np.asarray(img, np.uint8)
-                bits_max = 255.0
-                if raw.ndim == 2:
-                    raw = raw[..., None]
-    except (OSError, UnidentifiedImageError, ValueError) as e:
-        raise InputError(f"Cannot read image {path!r}: {e}") from e
-    if np.dtype(dtype) == np.uint8:
-        if bits_max == 255.0:
-            return raw.astype(np.uint8)
-        return np.round(raw / 257.0).astype(np.uint8)
-    return (raw.astype(np.float32) / np.float32(bits_max / 2.0)
-            - np.float32(1.0)).astype(np.float32)
+        unit = decode_image(path, channels, name=path)
+    except DataError as e:
+        # anogan-client has no --skip_bad_files: the fix is the file itself.
+        raise InputError(str(e).replace(SKIP_BAD_FILES_HINT, "")) from e
+    return to_signature_dtype(unit, dtype)
