@@ -343,3 +343,12 @@ def test_client_binary_writes_scores_and_reports_errors(
     errors = [l for l in bad.stderr.splitlines()
               if l.startswith("anogan-client: error:")]
     assert len(errors) == 1 and "anogan-score" in errors[0]
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    bad = subprocess.run(base + [f"--inputs={tmp_path / 'broken.png'}",
+                                 f"--output_dir={tmp_path / 'bad'}"],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    errors = [l for l in bad.stderr.splitlines()
+              if l.startswith("anogan-client: error:")]
+    assert len(errors) == 1, bad.stderr
+    assert "broken.png" in errors[0] and "re-export it or remove it" in errors[0]
