@@ -16,12 +16,11 @@ from absl import logging
 
 from anogan_tf.config import DataConfig
 from anogan_tf.data import DataError, ImageSet, load_images
-from anogan_tf.data.decode import decode_many
+from anogan_tf.data.decode import IMAGE_EXTENSIONS, decode_many
 from anogan_tf.data.intensity import normalize_intensity
 
 __all__ = ["load_inputs", "IMAGE_EXTENSIONS"]
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 def _concat(sets: Sequence[ImageSet]) -> ImageSet:
@@ -84,7 +83,9 @@ def load_inputs(inputs: Optional[Sequence[str]],
         good = [(f, d) for f, d in zip(files, decoded) if d.error is None]
         bad = [d.error for d in decoded if d.error is not None]
         if bad and not data_config.skip_bad_files:
-            raise DataError(bad[0] + " (or pass --skip_bad_files)")
+            # The decoder's own messages name the flag where it applies.
+            raise DataError(bad[0] if "--skip_bad_files" in bad[0]
+                            else bad[0] + " (or pass --skip_bad_files)")
         if bad:
             logging.warning("Skipped %d unreadable file(s).", len(bad))
         if good:
