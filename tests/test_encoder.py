@@ -1,6 +1,5 @@
 """The f-AnoGAN encoder (issue 5): model, training, modes, export, binary."""
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -151,9 +150,10 @@ def test_hybrid_starts_at_encoder_and_never_ends_worse(trained):
     def hybrid(steps):
         # MappingConfig refuses 0 steps outside encoder mode (a user would
         # score an unmapped z); the start itself is what this test reads.
-        p = dataclasses.replace(MappingParams.create(
-            config, MappingConfig(mode="hybrid", steps=1, lr=0.01)),
-            steps=steps)
+        # The mapper's mode is its own argument, so the 0-step record says
+        # "encoder" while the mapper below runs "hybrid".
+        p = MappingParams.create(config, MappingConfig(
+            mode="hybrid" if steps else "encoder", steps=steps, lr=0.01))
         return LatentMapper(g, d, p, batch_size=7, jit_compile=False,
                             encoder=encoder, mode="hybrid").map(x, progress=False)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from anogan_tf.mapping import losses as ml
+from anogan_tf import losses as ml
 from anogan_tf.training import losses as gl
 
 

@@ -157,13 +157,80 @@ def test_loop_state_mapper_matches_variable_mapper(models, images):
                                    rtol=1e-5, atol=1e-5, err_msg=key)
 
 
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_mapper_z_variable_holds_the_loop_state_z_star(models, images,
+                                                        jit_compile):
+    # The design card's trainable z: LatentMapper.z is assigned the z* of
+    # the engine's loop (z as loop state, `map_latents`) and the outputs are
+    # scored at the variable's value.
+    g, d = models
+    p = params(steps=7)  # with XLA: one chunk of 5 and one of 2 steps
+    mapper = LatentMapper(g, d, p, batch_size=5, jit_compile=jit_compile)
+    out = mapper.map_batch(images[:4])
+    z_var = mapper.z.numpy()
+    assert z_var.shape == (5, CFG.latent_dim)
+    np.testing.assert_array_equal(z_var[:4], out["latent"])
+    x = tf.constant(images[:4])
+    fn = tf.function(lambda x: map_latents(g, d, x, initial_latents(x, p), p,
+                                           xla=jit_compile),
+                     jit_compile=False)
+    loop = fn(x)
+    np.testing.assert_allclose(out["latent"], loop["latent"].numpy(),
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out["anomaly_score"],
+                               loop["anomaly_score"].numpy(), rtol=1e-5)
+    # map_latents with a variable: the variable holds z*, the outputs are
+    # the loop-state ones.
+    z = tf.Variable(tf.zeros([4, CFG.latent_dim]))
+    with_var = tf.function(
+        lambda x: map_latents(g, d, x, initial_latents(x, p), p,
+                              xla=jit_compile, z_variable=z),
+        jit_compile=False)(x)
+    np.testing.assert_array_equal(z.numpy(), with_var["latent"].numpy())
+    np.testing.assert_allclose(with_var["latent"].numpy(),
+                               loop["latent"].numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_restart_selection_is_one_tf_function():
+    from anogan_tf.mapping import latent
+    a = {"mapping_loss": tf.constant([1.0, 2.0, 3.0]),
+         "latent": tf.constant([[0.0], [0.0], [0.0]])}
+    b = {"mapping_loss": tf.constant([0.5, 2.0, 4.0]),
+         "latent": tf.constant([[1.0], [1.0], [1.0]])}
+    assert latent.keep_best(None, a) is a
+    best = latent.keep_best(a, b)
+    # Lower loss wins; a tie keeps the earlier restart.
+    np.testing.assert_array_equal(best["mapping_loss"], [0.5, 2.0, 3.0])
+    np.testing.assert_array_equal(best["latent"][:, 0], [1.0, 0.0, 0.0])
+
+
+def test_mapping_params_is_the_mapping_config_plus_the_latent_setup():
+    mc = MappingConfig(steps=3, lr=0.2, beta_1=0.8, beta_2=0.99, epsilon=1e-6,
+                       lambda_weight=0.3, discrimination_loss="bce",
+                       score="residual", seed=4, kappa=2.0, conv_impl="native",
+                       compute_dtype="bfloat16")
+    p = MappingParams.create(CFG, mc)
+    assert p.mapping is mc
+    assert (p.latent_dim, p.prior) == (CFG.latent_dim, CFG.prior)
+    # Every engine constant reads the one record; none is declared twice.
+    for name in ("steps", "lr", "beta_1", "beta_2", "epsilon",
+                 "lambda_weight", "discrimination_loss", "score", "seed",
+                 "kappa", "conv_impl", "compute_dtype"):
+        assert getattr(p, name) == getattr(mc, name), name
+    assert {f.name for f in dataclasses.fields(MappingParams)} == {
+        "mapping", "latent_dim", "prior"}
+    with pytest.raises(AttributeError):
+        p.steps = 5
+
+
 def test_mapping_loss_falls_and_known_latent_is_recovered(models):
     g, d = models
     rng = np.random.default_rng(3)
     z0 = rng.uniform(-0.8, 0.8, (4, 16)).astype(np.float32)
     x = g(z0, training=False).numpy()
-    # Zero steps (refused in a MappingConfig) give the loss at the start z.
-    start = LatentMapper(g, d, dataclasses.replace(params(), steps=0),
+    # Zero steps give the loss at the start z. MappingConfig allows them
+    # only in encoder mode; the mapper's mode (iterative) is its own.
+    start = LatentMapper(g, d, params(steps=0, mode="encoder"),
                          batch_size=4,
                          jit_compile=False).map(x, progress=False)
     losses = [start.mapping_loss]

@@ -224,21 +224,6 @@ def validate_latents(z, model_config: ModelConfig) -> tf.Tensor:
     return tf.ensure_shape(z, (None, model_config.latent_dim))
 
 
-def _keep_best(best: Optional[Dict[str, tf.Tensor]], out: Dict[str, tf.Tensor]):
-    """Per image, keeps the restart with the lower mapping loss.
-
-    Ties keep the earlier restart, as `LatentMapper.map_batch` does.
-    """
-    if best is None:
-        return out
-    better = out["mapping_loss"] < best["mapping_loss"]
-    merged = {}
-    for key, value in best.items():
-        mask = tf.reshape(better, [-1] + [1] * (value.shape.rank - 1))
-        merged[key] = tf.where(mask, out[key], value)
-    return merged
-
-
 def _mapping_fn(context: ExportContext, jit_compile: bool):
     """Checked float32 images [N, H, W, C] -> the score outputs.
 
@@ -293,7 +278,7 @@ def _restarts_fn(context: ExportContext, jit_compile: bool,
                 z0 = latent.encode(context.encoder, x, params)
             else:
                 z0 = latent.initial_latents(x, params, restart)
-            best = _keep_best(best, mapping_loop(x, z0))
+            best = latent.keep_best(best, mapping_loop(x, z0))
         return {k: best[k] for k in SCORE_OUTPUT_KEYS}
 
     context.cache[key] = map_images

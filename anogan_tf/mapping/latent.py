@@ -1,12 +1,19 @@
-"""The latent mapping's building blocks, shared by every mapper.
+"""The latent mapping engine, shared by every mapper.
 
-One implementation of the maths: the in-process mapper (a trainable z
-variable, `mapper.LatentMapper`) and the exported serving graph (z as loop
-state, `map_latents`) both run `descend` (the Gamma Adam steps, optionally
-XLA-compiled in chunks of `XLA_CHUNK_STEPS`) on BN-folded frozen views of G
-and D (`freeze_models`), with `initial_latents`, `mapping_objective`,
-`adam_update` and `final_outputs` from here; parity tests hold them
-together.
+One engine: the in-process mapper (`mapper.LatentMapper`) and the exported
+serving graphs both run `map_latents`, whose one loop `descend` carries z
+and Adam's moments as `tf.while_loop` state (the Gamma Adam steps,
+optionally XLA-compiled in chunks of `XLA_CHUNK_STEPS`) on BN-folded frozen
+views of G and D (`freeze_models`), with `initial_latents`,
+`mapping_objective`, `adam_update` and `final_outputs` from here. The
+in-process mapper passes its trainable z variable (the design card's z) to
+`map_latents`, which assigns it z* and scores the variable's value; the
+exported graphs share no variable between calls. Both pick the best restart
+with `keep_best`, in TF. Parity tests hold them together.
+
+`MappingParams` is the one record of a mapping graph's constants: the
+user's `config.MappingConfig` plus the model's latent_dim and prior. The
+per-image losses are pure functions in `anogan_tf.losses`.
 
 Initial z: each image draws its own z0 from the training prior with the
 stateless philox generator, seeded by (fingerprint of the image's 8-bit
@@ -15,20 +22,20 @@ only on the image and the seed: not on its batchmates, the batch size, its
 position, or on whether XLA is used.
 
 f-AnoGAN modes (Schlegl et al. 2019): `encode` gives z = E(x);
-`izif_losses` is the encoder's izi_f objective, also the encoder-mode anomaly
-score, and `encoder_outputs` the encoder mode's outputs (same keys as
-`final_outputs`). The hybrid mode is `map_latents` started from E(x). The
-encoder training (`training.encoder`) uses `izif_losses` too.
+`encoder_outputs` scores it with the izi_f loss (`losses.izif_losses`, which
+the encoder training uses too; same keys as `final_outputs`). The hybrid
+mode is `map_latents` started from E(x).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict
+from typing import Dict, Optional
 
 import tensorflow as tf
 
-from anogan_tf.mapping import losses
+from anogan_tf import losses
+from anogan_tf.config import MappingConfig
 from anogan_tf.models import frozen
 
 __all__ = [
@@ -41,13 +48,13 @@ __all__ = [
     "project_to_prior",
     "select_score",
     "final_outputs",
+    "keep_best",
     "map_latents",
     "descend",
     "XLA_CHUNK_STEPS",
     "freeze_models",
     "encoder_pass",
     "encode",
-    "izif_losses",
     "encoder_outputs",
     "OUTPUT_KEYS",
 ]
@@ -60,36 +67,77 @@ OUTPUT_KEYS = ("anomaly_score", "residual_score", "discrimination_score",
 class MappingParams:
     """The constants of one mapping graph (fixed at trace / export time).
 
-    Attributes mirror `config.MappingConfig` plus the model's latent setup.
+    One record: the user's mapping settings as they are (`mapping`, the
+    `config.MappingConfig` of the flags and detector.json) plus the model's
+    latent setup. The properties below read `mapping`; no setting is
+    declared twice. batch_size, restarts, jit_compile and mode are in
+    `mapping` too, but a mapper takes them as its own arguments (they shape
+    the calls, not the graph).
+
+    Attributes:
+      mapping: The mapping settings.
+      latent_dim: The model's latent size.
+      prior: The model's prior ("normal" or "uniform").
     """
 
+    mapping: MappingConfig
     latent_dim: int
     prior: str
-    steps: int
-    lr: float
-    beta_1: float
-    beta_2: float
-    epsilon: float
-    lambda_weight: float
-    discrimination_loss: str
-    score: str
-    seed: int
-    kappa: float = 1.0
-    conv_impl: str = "auto"
-    compute_dtype: str = "float32"
 
     @classmethod
-    def create(cls, model_config, mapping_config) -> "MappingParams":
-        return cls(latent_dim=model_config.latent_dim, prior=model_config.prior,
-                   steps=mapping_config.steps, lr=mapping_config.lr,
-                   beta_1=mapping_config.beta_1, beta_2=mapping_config.beta_2,
-                   epsilon=mapping_config.epsilon,
-                   lambda_weight=mapping_config.lambda_weight,
-                   discrimination_loss=mapping_config.discrimination_loss,
-                   score=mapping_config.score, seed=mapping_config.seed,
-                   kappa=mapping_config.kappa,
-                   conv_impl=mapping_config.conv_impl,
-                   compute_dtype=mapping_config.compute_dtype)
+    def create(cls, model_config, mapping_config: MappingConfig
+               ) -> "MappingParams":
+        """The record for `mapping_config` on the model of `model_config`."""
+        return cls(mapping=mapping_config, latent_dim=model_config.latent_dim,
+                   prior=model_config.prior)
+
+    @property
+    def steps(self) -> int:
+        return self.mapping.steps
+
+    @property
+    def lr(self) -> float:
+        return self.mapping.lr
+
+    @property
+    def beta_1(self) -> float:
+        return self.mapping.beta_1
+
+    @property
+    def beta_2(self) -> float:
+        return self.mapping.beta_2
+
+    @property
+    def epsilon(self) -> float:
+        return self.mapping.epsilon
+
+    @property
+    def lambda_weight(self) -> float:
+        return self.mapping.lambda_weight
+
+    @property
+    def discrimination_loss(self) -> str:
+        return self.mapping.discrimination_loss
+
+    @property
+    def score(self) -> str:
+        return self.mapping.score
+
+    @property
+    def seed(self) -> int:
+        return self.mapping.seed
+
+    @property
+    def kappa(self) -> float:
+        return self.mapping.kappa
+
+    @property
+    def conv_impl(self) -> str:
+        return self.mapping.conv_impl
+
+    @property
+    def compute_dtype(self) -> str:
+        return self.mapping.compute_dtype
 
 
 def image_seeds(x, seed: int, restart) -> tf.Tensor:
@@ -202,6 +250,26 @@ def final_outputs(generator, discriminator, x, fx, x_logits, z,
     }
 
 
+def keep_best(best: Optional[Dict[str, tf.Tensor]],
+              out: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    """Per image, the restart with the lower final mapping loss.
+
+    The one restart selection (in-process and exported): `best` and `out`
+    are dicts of `final_outputs` (or `encoder_outputs`) for the same images;
+    each image keeps the values of every key from the restart whose
+    "mapping_loss" is lower. Ties keep `best`, the earlier restart. `best`
+    None (the first restart) returns `out`.
+    """
+    if best is None:
+        return out
+    better = out["mapping_loss"] < best["mapping_loss"]
+    merged = {}
+    for key, value in best.items():
+        mask = tf.reshape(better, [-1] + [1] * (value.shape.rank - 1))
+        merged[key] = tf.where(mask, out[key], value)
+    return merged
+
+
 def freeze_models(generator, discriminator, params: MappingParams,
                   xla: bool):
     """BN-folded frozen views of G and D for one traced mapping function.
@@ -226,11 +294,11 @@ def _adam_steps(generator, discriminator, x, fx, z, m, v, t, n: int,
                 params: MappingParams):
     """`n` unrolled mapping steps from step count t (a Python loop).
 
-    z is a tensor, or a tf.Variable that is updated in place. Only z is
-    recorded on the tape: G's and D's weights are frozen constants here.
+    Only z is recorded on the tape: G's and D's weights are frozen constants
+    here.
 
     Returns:
-      (z, m, v, t) after the steps (z: the variable itself if one was given).
+      (z, m, v, t) after the steps.
     """
     for _ in range(n):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
@@ -239,11 +307,7 @@ def _adam_steps(generator, discriminator, x, fx, z, m, v, t, n: int,
                 mapping_objective(generator, discriminator, x, fx, z, params))
         grad = tape.gradient(total, z)
         t = t + 1
-        new_z, m, v = adam_update(z, grad, m, v, t, params)
-        if isinstance(z, tf.Variable):
-            z.assign(new_z)
-        else:
-            z = new_z
+        z, m, v = adam_update(z, grad, m, v, t, params)
     return z, m, v, t
 
 
@@ -268,8 +332,7 @@ def descend(generator, discriminator, views, x, fx, z, params: MappingParams,
       views: The caller's non-XLA frozen views (G, D) (`freeze_models`,
         xla=False), used for the steps when xla is False.
       x: Query images [N, H, W, C]; fx: f(x), computed once by the caller.
-      z: z0 [N, latent_dim] as a tensor (then carried as loop state, for
-        concurrent serving) or a tf.Variable holding z0 (updated in place).
+      z: z0 [N, latent_dim]; z and Adam's moments are the loop's state.
       xla: Run the steps as XLA-compiled chunks of `XLA_CHUNK_STEPS` inside a
         TF while loop; else the whole loop in TF.
 
@@ -291,43 +354,39 @@ def descend(generator, discriminator, views, x, fx, z, params: MappingParams,
             return _adam_steps(g, d, x, fx, z, m, v, t, 1, params)
 
         phases = [(one_step, params.steps)]
-    is_variable = isinstance(z, tf.Variable)
-    m = v = tf.zeros_like(tf.convert_to_tensor(z))
+    z = tf.convert_to_tensor(z)
+    m = v = tf.zeros_like(z)
     t = tf.constant(0, tf.int32)
     # Explicit while_loops (not autograph), so the loops stay graph loops
     # where autograph is off, e.g. in functions Keras wraps for export.
     for step_fn, n_calls in phases:
         if n_calls == 0:
             continue
-        if is_variable:  # a variable is not loop state
-            def body(c, m, v, t, step_fn=step_fn):
-                _, m, v, t = step_fn(x, fx, z, m, v, t)
-                return c + 1, m, v, t
 
-            _, m, v, t = tf.while_loop(lambda c, *_: c < n_calls, body,
-                                       (tf.constant(0), m, v, t))
-        else:
-            def body(c, z, m, v, t, step_fn=step_fn):
-                z, m, v, t = step_fn(x, fx, z, m, v, t)
-                return c + 1, z, m, v, t
+        def body(c, z, m, v, t, step_fn=step_fn):
+            z, m, v, t = step_fn(x, fx, z, m, v, t)
+            return c + 1, z, m, v, t
 
-            _, z, m, v, t = tf.while_loop(lambda c, *_: c < n_calls, body,
-                                          (tf.constant(0), z, m, v, t))
+        _, z, m, v, t = tf.while_loop(lambda c, *_: c < n_calls, body,
+                                      (tf.constant(0), z, m, v, t))
     return tf.identity(z)
 
 
 def map_latents(generator, discriminator, x, z0, params: MappingParams,
-                xla: bool = False):
-    """Runs the mapping with z and Adam's moments as loop state.
+                xla: bool = False, z_variable: Optional[tf.Variable] = None):
+    """The mapping of images x from z0: `descend`, then `final_outputs`.
 
-    No variable is shared between calls, so concurrent calls (TF Serving
-    requests) cannot interfere, and any batch size works. Used by the
-    exported signatures. G and D are the Keras models; the graph runs on
-    their BN-folded frozen views (`freeze_models`).
+    z and Adam's moments are loop state, so without `z_variable` no variable
+    is shared between calls: concurrent calls (TF Serving requests) cannot
+    interfere, and any batch size works (the exported signatures). G and D
+    are the Keras models; the graph runs on their BN-folded frozen views
+    (`freeze_models`).
 
     Args:
       xla: Compile the steps with XLA (see `descend`); call from a function
         with jit_compile=False.
+      z_variable: A trainable z [N, latent_dim] (`LatentMapper.z`): it is
+        assigned z* after the loop and the outputs are computed at its value.
 
     Returns:
       The dict of `final_outputs`.
@@ -335,40 +394,15 @@ def map_latents(generator, discriminator, x, z0, params: MappingParams,
     g, d = freeze_models(generator, discriminator, params, xla=False)
     x_logits, fx = d.logits_and_features(x, training=False)
     z = descend(generator, discriminator, (g, d), x, fx, z0, params, xla)
+    if z_variable is not None:
+        z_variable.assign(z)
+        z = z_variable.read_value()
     return final_outputs(g, d, x, fx, x_logits, z, params)
-
-
-def _mean_per_sample(t):
-    t = tf.reshape(t, [tf.shape(t)[0], -1])
-    return tf.reduce_mean(t, axis=1)
 
 
 def encode(encoder, x, params: MappingParams) -> tf.Tensor:
     """z = E(x) [N, latent_dim] with E frozen, kept in the prior's support."""
     return project_to_prior(encoder(x, training=False), params.prior)
-
-
-def izif_losses(generator, discriminator, x, fx, z):
-    """The two terms of f-AnoGAN's izi_f loss at z (Schlegl et al. 2019, eq. 7).
-
-    With G and D frozen (training=False):
-      image MSE    = 1/n   ||x - G(z)||^2      (n pixels x channels)
-      feature MSE  = 1/n_d ||f(x) - f(G(z))||^2 (n_d feature map entries)
-    The loss (and the encoder-mode anomaly score, eq. 8) is
-    image MSE + kappa * feature MSE.
-
-    Args:
-      x: Images [N, H, W, C].
-      fx: f(x), D's features of x (computed once by the caller).
-      z: Latent codes [N, latent_dim], e.g. E(x).
-
-    Returns:
-      (G(z) [N, H, W, C], image MSE [N], feature MSE [N]).
-    """
-    gz = generator(z, training=False)
-    fgz = discriminator.features(gz, training=False)
-    return (gz, _mean_per_sample(tf.square(x - gz)),
-            _mean_per_sample(tf.square(fx - fgz)))
 
 
 def encoder_pass(generator, discriminator, encoder, x,
@@ -390,9 +424,9 @@ def encoder_outputs(generator, discriminator, x, fx, x_logits, z,
     term, "residual_sq" the squared residual and "d_output" the
     discriminator's verdict, as in the iterative mode.
     """
-    gz, image_mse, feature_mse = izif_losses(generator, discriminator, x, fx,
-                                             z)
-    izif = image_mse + params.kappa * feature_mse
+    gz, image_mse, feature_mse = losses.izif_losses(generator, discriminator,
+                                                    x, fx, z)
+    izif = losses.izif_loss(image_mse, feature_mse, params.kappa)
     a = select_score(params.score, image_mse, feature_mse, izif, x_logits,
                      losses.squared_residual(x, gz))
     return {

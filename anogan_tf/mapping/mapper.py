@@ -1,14 +1,17 @@
 """The in-process latent mapper: a trainable z variable, XLA-compiled steps.
 
 `LatentMapper` owns `z`, a `tf.Variable` of shape [batch_size, latent_dim],
-and runs the whole Gamma-step Adam loop on it in one `tf.function`. With
+and runs the engine's mapping (`latent.map_latents`, the one the exported
+graphs run) in one `tf.function`: the Gamma-step Adam loop carries z as loop
+state, assigns z* to the variable and scores the variable's value. With
 jit_compile=True the steps are XLA-compiled in chunks of
-`latent.XLA_CHUNK_STEPS` that update z in place, called from a TF while loop
-(XLA:CPU runs convolutions inside a compiled while loop several times
-slower; see `latent.descend`). G and D run as BN-folded frozen views
-(`models.frozen`). The batch size is fixed, so the functions are traced and
-compiled once; the last batch of a dataset is padded and its pad rows are
-dropped. f(x) and D(x) are computed once per image, before the loop.
+`latent.XLA_CHUNK_STEPS`, called from a TF while loop (XLA:CPU runs
+convolutions inside a compiled while loop several times slower; see
+`latent.descend`). G and D run as BN-folded frozen views (`models.frozen`).
+The batch size is fixed, so the functions are traced and compiled once; the
+last batch of a dataset is padded and its pad rows are dropped. f(x) and
+D(x) are computed once per image, before the loop. The best restart is
+picked in TF (`latent.keep_best`), as in the exported graphs.
 
 Each row of z is one image's latent: the summed loss gives each row its own
 gradient and Adam is elementwise, so images never influence each other.
@@ -136,14 +139,9 @@ class LatentMapper:
         return latent.encoder_pass(g, d, self.encoder, x, self.params)
 
     def _map_batch(self, x, z0):
-        params = self.params
-        g, d = latent.freeze_models(self.generator, self.discriminator,
-                                    params, xla=False)
-        x_logits, fx = d.logits_and_features(x, training=False)
-        self.z.assign(z0)
-        z = latent.descend(self.generator, self.discriminator, (g, d), x, fx,
-                           self.z, params, xla=self.jit_compile)
-        return latent.final_outputs(g, d, x, fx, x_logits, z, params)
+        return latent.map_latents(self.generator, self.discriminator, x, z0,
+                                  self.params, xla=self.jit_compile,
+                                  z_variable=self.z)
 
     def map_batch(self, x: np.ndarray) -> Dict[str, np.ndarray]:
         """Maps exactly one batch (len(x) <= batch_size); pads and unpads."""
@@ -161,17 +159,8 @@ class LatentMapper:
                 z0 = self._encode(xb)
             else:
                 z0 = self._init(xb, tf.constant(r, tf.int64))
-            out = self._map(xb, z0)
-            out = {k: v.numpy()[:n] for k, v in out.items()}
-            if best is None:
-                best = out
-            else:
-                better = out["mapping_loss"] < best["mapping_loss"]
-                for k in best:
-                    best[k] = np.where(
-                        better.reshape((-1,) + (1,) * (best[k].ndim - 1)),
-                        out[k], best[k])
-        return best
+            best = latent.keep_best(best, self._map(xb, z0))
+        return {k: v.numpy()[:n] for k, v in best.items()}
 
     def map(self, images: np.ndarray, progress: bool = True,
             label: str = "mapping", unit: str = "images") -> MappingResult:

@@ -5,8 +5,8 @@ the encoder E is trained on normal images to minimise
 
   L(x) = 1/n ||x - G(E(x))||^2 + kappa * 1/n_d ||f(x) - f(G(E(x)))||^2
 
-(`mapping.latent.izif_losses`, the same function the encoder-mode score
-uses), with f the discriminator features of block `feature_layer` and
+(`anogan_tf.losses.izif_losses` and `izif_loss`, the same functions the
+encoder-mode score uses), with f the discriminator features of block `feature_layer` and
 kappa = 1 as in the paper. The optimiser is Adam(--encoder_lr = 1e-4,
 beta_1 = 0.9, beta_2 = 0.999): a plain regression, so the DCGAN's
 adversarial beta_1 = 0.5 does not apply.
@@ -29,9 +29,9 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from anogan_tf import losses
 from anogan_tf.config import ConfigError, DataConfig, TrainConfig
 from anogan_tf.data import make_train_dataset
-from anogan_tf.mapping import latent
 from anogan_tf.model_dir import ModelDir
 from anogan_tf.models import build_encoder
 from anogan_tf.training import callbacks as cb
@@ -97,9 +97,10 @@ class EncoderTrainer(keras.Model):
         with tf.GradientTape() as tape:
             # training=True: E's BatchNorm uses (and learns) batch statistics.
             z = self.encoder(x, training=True)
-            _, image_mse, feature_mse = latent.izif_losses(
+            _, image_mse, feature_mse = losses.izif_losses(
                 self.generator, self.discriminator, x, fx, z)
-            loss = tf.reduce_mean(image_mse + self.kappa * feature_mse)
+            loss = tf.reduce_mean(
+                losses.izif_loss(image_mse, feature_mse, self.kappa))
         grads = tape.gradient(loss, self.encoder.trainable_variables)
         self.e_optimizer.apply(grads, self.encoder.trainable_variables)
         self.loss_tracker.update_state(loss)

@@ -21,6 +21,11 @@ inference mode, catch it:
 Both are pure functions of (G, images) here; `TrainingHealth` is the Keras
 callback that logs them (to `logs` and so to history.json and TensorBoard)
 and warns when diversity is still low when training ends.
+
+The coverage mapping is the scorer's own (`mapping.LatentMapper` on the
+mapping engine), with a residual-only `config.MappingConfig`: this is the one
+place training uses the mapping package, because measuring coverage means
+mapping images. The losses themselves live in `anogan_tf.losses`.
 """
 
 from __future__ import annotations
@@ -32,8 +37,8 @@ import keras
 import numpy as np
 from absl import logging
 
-from anogan_tf.mapping.latent import MappingParams
-from anogan_tf.mapping.mapper import LatentMapper
+from anogan_tf.config import MappingConfig
+from anogan_tf.mapping import LatentMapper, MappingParams
 from anogan_tf.training.gan import draw_prior_numpy, inference_generator
 
 __all__ = ["HealthConfig", "sample_diversity", "pixel_spread",
@@ -142,11 +147,14 @@ class TrainingHealth(keras.callbacks.Callback):
         self.holdout = (None if holdout is None or len(holdout) == 0
                         else np.asarray(holdout, np.float32))
         self.z = draw_prior_numpy(rng, config.num_samples, latent_dim, prior)
+        # Residual only (lambda 0), Adam's default constants, no XLA.
         self.mapping_params = MappingParams(
-            latent_dim=latent_dim, prior=prior, steps=config.coverage_steps,
-            lr=config.coverage_lr, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
-            lambda_weight=0.0, discrimination_loss="feature",
-            score="residual", seed=config.seed)
+            mapping=MappingConfig(
+                steps=config.coverage_steps, lr=config.coverage_lr,
+                lambda_weight=0.0, discrimination_loss="feature",
+                score="residual", seed=config.seed,
+                restarts=config.coverage_restarts, jit_compile=False),
+            latent_dim=latent_dim, prior=prior)
         self._mapper = None
         self.last = None
         self.warnings = []
@@ -158,8 +166,8 @@ class TrainingHealth(keras.callbacks.Callback):
             self._mapper = LatentMapper(
                 inference_generator(gan), gan.discriminator,
                 self.mapping_params,
-                batch_size=batch, restarts=self.config.coverage_restarts,
-                jit_compile=False)
+                batch_size=batch, restarts=self.mapping_params.mapping.restarts,
+                jit_compile=self.mapping_params.mapping.jit_compile)
         return self._mapper
 
     def measure(self) -> Dict[str, float]:
