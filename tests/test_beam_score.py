@@ -1,0 +1,255 @@
+"""anogan-beam-score (issue 13, deliverables 3 and 4).
+
+On the same PNG files, the Beam pipeline (FnApiRunner) writes the
+image_scores.csv and scores.csv rows of anogan-score, with the same columns
+and the same values (1e-4), and the same maps; a corrupt file and a file
+of the wrong size go to the dead-letter file with their reasons while the
+others are scored; the model handler batches (the batch sizes are read from
+the handler's Beam metrics).
+"""
+
+import csv
+import glob
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+beam = pytest.importorskip("apache_beam")
+
+from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from anogan_tf.beam import (DEAD_LETTER_COLUMNS, SavedModelHandler,  # noqa: E402
+                            ScoreJob, expand_inputs, read_dead_letters,
+                            run_beam_score)
+from anogan_tf.config import DataConfig, EvalConfig, MappingConfig  # noqa: E402
+from anogan_tf.data import load_images  # noqa: E402
+from anogan_tf.data.grids import images_to_uint8  # noqa: E402
+from anogan_tf.export import export_model  # noqa: E402
+from anogan_tf.scoring import detector as detector_lib  # noqa: E402
+from anogan_tf.scoring import run_score  # noqa: E402
+from anogan_tf.serving.images import InputError  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(__file__))
+import serving_server  # noqa: E402
+
+VENV_BIN = os.path.dirname(sys.executable)
+SIZE = 64  # B-scans of 64x64, cut into 9 patches of 32 at stride 16
+DATA = DataConfig(dataset="folder", image_size=32, patch_size=32,
+                  patch_stride=16)
+MAPPING = MappingConfig(steps=3, lr=0.05, restarts=1, seed=3,
+                        jit_compile=False)
+NUMERIC = ("anomaly_score", "residual_score", "discrimination_score",
+           "p_value", "threshold", "image_p_value")
+
+
+def _eval(out=""):
+    return EvalConfig(output_dir=str(out), aggregate="mean")
+
+
+def _save_detector(model_dir, threshold=None):
+    detector_lib.save_detector(detector_lib.Detector.from_configs(
+        DATA, MAPPING, _eval(), threshold=threshold, written_by="test"),
+        model_dir)
+
+
+def _read(pattern):
+    """(header, rows) of the CSV files matching pattern (one header)."""
+    headers, rows = set(), []
+    paths = sorted(glob.glob(pattern))
+    assert paths, pattern
+    for path in paths:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            headers.add(tuple(reader.fieldnames))
+            rows += list(reader)
+    assert len(headers) == 1, headers
+    return headers.pop(), rows
+
+
+def _assert_rows_equal(mine, theirs, key):
+    assert len(mine) == len(theirs)
+    by_key = {key(r): r for r in theirs}
+    assert len(by_key) == len(theirs)
+    for row in mine:
+        want = by_key[key(row)]
+        assert row.keys() == want.keys()
+        for col, value in row.items():
+            if col in NUMERIC and want[col] != "":
+                np.testing.assert_allclose(float(value), float(want[col]),
+                                           rtol=1e-4, atol=1e-4, err_msg=col)
+            else:
+                assert value == want[col], (col, row, want)
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory):
+    """A tiny model dir with a threshold and calibration scores, 4 PNG
+    scans, anogan-score's outputs on them, and the export."""
+    root = tmp_path_factory.mktemp("beam_score")
+    model_dir = str(root / "model")
+    serving_server.make_tiny_model_dir(model_dir, seed=0)
+    with open(os.path.join(model_dir, "flags.cfg"), "w") as f:
+        f.write(f"--dataset=synthetic_oct\n--oct_height={SIZE}\n"
+                f"--oct_width={SIZE}\n")
+    scans = load_images(DataConfig(
+        dataset="synthetic_oct", oct_height=SIZE, oct_width=SIZE,
+        oct_num_test=4, image_size=32, seed=4), "test")
+    good = root / "good"
+    good.mkdir()
+    ids = [f"scan{i}" for i in range(4)]
+    for i, p in zip(ids, images_to_uint8(scans.images)):
+        Image.fromarray(p[..., 0]).save(good / f"{i}.png")
+    # A first run for the scores, to put the threshold between them.
+    _save_detector(model_dir)
+    run_score(model_dir, DATA, MAPPING, _eval(root / "first"),
+              inputs=[str(good)], save_maps=False)
+    with open(root / "first" / "image_scores.csv", newline="") as f:
+        first = sorted(float(r["anomaly_score"]) for r in csv.DictReader(f))
+    threshold = float(np.median(first))
+    _save_detector(model_dir, detector_lib.Threshold(
+        value=threshold, rule="test median", n_calibration=4,
+        calibration_scores=tuple(first)))
+    reference = root / "reference"
+    run_score(model_dir, DATA, MAPPING, _eval(reference), inputs=[str(good)],
+              save_maps=True)
+    version_dir = export_model(model_dir, str(root / "export"))
+    # The Beam inputs: the same files, a corrupt PNG and one of another size.
+    mixed = root / "mixed"
+    mixed.mkdir()
+    for i in ids:
+        (mixed / f"{i}.png").write_bytes((good / f"{i}.png").read_bytes())
+    (mixed / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not a png")
+    Image.fromarray(np.zeros((32, 48), np.uint8)).save(mixed / "small.png")
+    return {"root": root, "model_dir": model_dir, "version_dir": version_dir,
+            "ids": ids, "good": good, "mixed": mixed, "reference": reference,
+            "threshold": threshold}
+
+
+@pytest.fixture(scope="module")
+def beam_run(case):
+    out = case["root"] / "beam"
+    summary = run_beam_score(
+        ScoreJob(saved_model=str(case["root"] / "export"),
+                 inputs=(str(case["mixed"] / "*.png"),), output_dir=str(out),
+                 save_maps=True, num_shards=2, min_batch_size=1,
+                 max_batch_size=3, model_dir=case["model_dir"]),
+        PipelineOptions(runner="FnApiRunner"))
+    return out, summary
+
+
+def test_image_scores_equal_anogan_score(case, beam_run):
+    out, summary = beam_run
+    header, rows = _read(str(out / "image_scores-*-of-00002.csv"))
+    want_header, want = _read(str(case["reference"] / "image_scores.csv"))
+    assert header == want_header
+    assert {"threshold", "is_anomalous", "p_value"} <= set(header)
+    _assert_rows_equal(rows, want, lambda r: r["id"])
+    assert sorted(r["id"] for r in rows) == case["ids"]
+    assert {r["is_anomalous"] for r in rows} == {"0", "1"}
+    assert summary["num_images"] == 4
+    assert len(summary["image_scores"]) == 2
+
+
+def test_patch_scores_and_maps_equal_anogan_score(case, beam_run):
+    out, _ = beam_run
+    header, rows = _read(str(out / "scores-*.csv"))
+    want_header, want = _read(str(case["reference"] / "scores.csv"))
+    assert header == want_header
+    assert len(rows) == 4 * 9
+    _assert_rows_equal(rows, want,
+                       lambda r: (r["id"], r["patch_y"], r["patch_x"]))
+    for i in case["ids"]:
+        np.testing.assert_allclose(
+            np.load(out / "maps" / f"{i}.npy"),
+            np.load(case["reference"] / "maps" / f"{i}.npy"),
+            rtol=1e-4, atol=1e-4)
+        assert (out / "maps" / f"{i}.png").stat().st_size > 0
+
+
+def test_bad_files_are_dead_letters_with_their_reason(case, beam_run):
+    out, summary = beam_run
+    path = out / "dead_letter-00000-of-00001.csv"
+    assert summary["dead_letters"] == str(path)
+    rows = read_dead_letters(str(path))
+    assert tuple(rows[0].keys()) == DEAD_LETTER_COLUMNS
+    by_name = {os.path.basename(r["input"]): r for r in rows}
+    assert set(by_name) == {"corrupt.png", "small.png"}
+    assert summary["num_dead_letters"] == 2
+    corrupt = by_name["corrupt.png"]
+    assert corrupt["stage"] == "decode"
+    assert "cannot decode image" in corrupt["reason"]
+    assert "--skip_bad_files" not in corrupt["reason"]
+    small = by_name["small.png"]
+    assert small["stage"] == "size"
+    assert f"the image is 32x48, the export scores {SIZE}x{SIZE}" in \
+        small["reason"]
+
+
+def test_the_handler_batches(case, beam_run):
+    _, summary = beam_run
+    (count, total, smallest, largest), = summary["batch_sizes"]
+    assert total == 4  # every decoded image, once
+    assert largest <= 3 and count >= 2 and smallest >= 1
+    # A batch gives each image the answer it gets alone.
+    handler = SavedModelHandler(case["version_dir"], "score_images",
+                                max_batch_size=4)
+    assert handler.batch_elements_kwargs() == {"min_batch_size": 1,
+                                               "max_batch_size": 4}
+    model = handler.load_model()
+    rng = np.random.default_rng(0)
+    images = [rng.uniform(-1, 1, (SIZE, SIZE, 1)).astype(np.float32)
+              for _ in range(2)]
+    batch = handler.run_inference(images, model)
+    assert len(batch) == 2
+    for image, result in zip(images, batch):
+        assert result.example is image
+        alone = handler.run_inference([image], model)[0].inference
+        for key in ("image_score", "anomaly_map", "patch_anomaly_score"):
+            np.testing.assert_allclose(result.inference[key], alone[key],
+                                       rtol=1e-5, atol=1e-5)
+        assert result.inference["anomaly_map"].shape == (SIZE, SIZE)
+
+
+def test_inputs_that_match_nothing_are_named_with_the_fix(case):
+    pattern = str(case["root"] / "nowhere" / "*.png")
+    with pytest.raises(InputError) as e:
+        expand_inputs([pattern])
+    assert repr(pattern) in str(e.value)
+    assert "quote a glob" in str(e.value)
+    images, records = expand_inputs([str(case["mixed"] / "scan*.png")])
+    assert [i for i, _ in images] == case["ids"] and records == []
+
+
+def test_cli_with_model_dir_and_direct_runner(case, tmp_path):
+    """The acceptance: anogan-beam-score --model_dir=M --inputs='DIR/*.png'
+    --output_dir=O --runner=DirectRunner writes anogan-score's rows."""
+    out = tmp_path / "cli"
+    done = subprocess.run(
+        [os.path.join(VENV_BIN, "anogan-beam-score"),
+         f"--model_dir={case['model_dir']}",
+         f"--inputs={case['good'] / '*.png'}", f"--output_dir={out}",
+         "--runner=DirectRunner", "--nosave_maps"],
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Scored 4 images" in done.stdout
+    assert "0 input(s) could not be scored" in done.stdout
+    header, rows = _read(str(out / "image_scores-*.csv"))
+    want_header, want = _read(str(case["reference"] / "image_scores.csv"))
+    assert header == want_header
+    _assert_rows_equal(rows, want, lambda r: r["id"])
+    assert glob.glob(str(out / "saved_model" / "*" / "saved_model.pb"))
+    # A glob that matches nothing: one error line naming it, exit 1.
+    missing = str(tmp_path / "none" / "*.png")
+    done = subprocess.run(
+        [os.path.join(VENV_BIN, "anogan-beam-score"),
+         f"--saved_model={case['version_dir']}", f"--inputs={missing}",
+         f"--output_dir={tmp_path / 'none_out'}"],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    assert f"anogan-beam-score: error: --inputs {missing!r} matches no " \
+        f"files" in done.stderr
+    assert "Traceback" not in done.stderr
