@@ -28,7 +28,6 @@ from anogan_tf.beam import (DEAD_LETTER_COLUMNS, SavedModelHandler,  # noqa: E40
 from anogan_tf.config import DataConfig, EvalConfig, MappingConfig  # noqa: E402
 from anogan_tf.data import load_images  # noqa: E402
 from anogan_tf.data.grids import images_to_uint8  # noqa: E402
-from anogan_tf.export import export_model  # noqa: E402
 from anogan_tf.scoring import detector as detector_lib  # noqa: E402
 from anogan_tf.scoring import run_score  # noqa: E402
 from anogan_tf.serving.images import InputError  # noqa: E402
@@ -88,7 +87,7 @@ def _assert_rows_equal(mine, theirs, key):
 @pytest.fixture(scope="module")
 def case(tmp_path_factory):
     """A tiny model dir with a threshold and calibration scores, 4 PNG
-    scans, anogan-score's outputs on them, and the export."""
+    scans and anogan-score's outputs on them."""
     root = tmp_path_factory.mktemp("beam_score")
     model_dir = str(root / "model")
     serving_server.make_tiny_model_dir(model_dir, seed=0)
@@ -116,7 +115,6 @@ def case(tmp_path_factory):
     reference = root / "reference"
     run_score(model_dir, DATA, MAPPING, _eval(reference), inputs=[str(good)],
               save_maps=True)
-    version_dir = export_model(model_dir, str(root / "export"))
     # The Beam inputs: the same files, a corrupt PNG and one of another size.
     mixed = root / "mixed"
     mixed.mkdir()
@@ -124,16 +122,35 @@ def case(tmp_path_factory):
         (mixed / f"{i}.png").write_bytes((good / f"{i}.png").read_bytes())
     (mixed / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not a png")
     Image.fromarray(np.zeros((32, 48), np.uint8)).save(mixed / "small.png")
-    return {"root": root, "model_dir": model_dir, "version_dir": version_dir,
-            "ids": ids, "good": good, "mixed": mixed, "reference": reference,
+    return {"root": root, "model_dir": model_dir, "ids": ids, "good": good, "mixed": mixed, "reference": reference,
             "threshold": threshold}
 
 
 @pytest.fixture(scope="module")
-def beam_run(case):
+def cli_run(case):
+    """The acceptance command: anogan-beam-score --model_dir=M
+    --inputs='DIR/*.png' --output_dir=O --runner=DirectRunner (it exports
+    M to O/saved_model, which the other tests reuse)."""
+    out = case["root"] / "cli"
+    done = subprocess.run(
+        [os.path.join(VENV_BIN, "anogan-beam-score"),
+         f"--model_dir={case['model_dir']}",
+         f"--inputs={case['mixed'] / '*.png'}", f"--output_dir={out}",
+         "--runner=DirectRunner", "--nosave_maps"],
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    versions = glob.glob(str(out / "saved_model" / "*" / "saved_model.pb"))
+    assert len(versions) == 1
+    return out, done, os.path.dirname(versions[0])
+
+
+@pytest.fixture(scope="module")
+def beam_run(case, cli_run):
+    """The library on FnApiRunner, over the CLI's export: 2 shards, maps,
+    batches of at most 3."""
     out = case["root"] / "beam"
     summary = run_beam_score(
-        ScoreJob(saved_model=str(case["root"] / "export"),
+        ScoreJob(saved_model=str(cli_run[2]),
                  inputs=(str(case["mixed"] / "*.png"),), output_dir=str(out),
                  save_maps=True, num_shards=2, min_batch_size=1,
                  max_batch_size=3, model_dir=case["model_dir"]),
@@ -189,13 +206,13 @@ def test_bad_files_are_dead_letters_with_their_reason(case, beam_run):
         small["reason"]
 
 
-def test_the_handler_batches(case, beam_run):
+def test_the_handler_batches(case, cli_run, beam_run):
     _, summary = beam_run
     (count, total, smallest, largest), = summary["batch_sizes"]
     assert total == 4  # every decoded image, once
     assert largest <= 3 and count >= 2 and smallest >= 1
     # A batch gives each image the answer it gets alone.
-    handler = SavedModelHandler(case["version_dir"], "score_images",
+    handler = SavedModelHandler(cli_run[2], "score_images",
                                 max_batch_size=4)
     assert handler.batch_elements_kwargs() == {"min_batch_size": 1,
                                                "max_batch_size": 4}
@@ -224,32 +241,40 @@ def test_inputs_that_match_nothing_are_named_with_the_fix(case):
     assert [i for i, _ in images] == case["ids"] and records == []
 
 
-def test_cli_with_model_dir_and_direct_runner(case, tmp_path):
-    """The acceptance: anogan-beam-score --model_dir=M --inputs='DIR/*.png'
-    --output_dir=O --runner=DirectRunner writes anogan-score's rows."""
-    out = tmp_path / "cli"
-    done = subprocess.run(
-        [os.path.join(VENV_BIN, "anogan-beam-score"),
-         f"--model_dir={case['model_dir']}",
-         f"--inputs={case['good'] / '*.png'}", f"--output_dir={out}",
-         "--runner=DirectRunner", "--nosave_maps"],
-        capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+def test_cli_with_model_dir_and_direct_runner(case, cli_run):
+    """The acceptance: the CLI's image_scores-*.csv equals anogan-score's,
+    and the bad files are counted as dead letters, not failures."""
+    out, done, _ = cli_run
+    assert "--runner=DirectRunner: running on Beam's in-process FnApiRunner" \
+        in done.stdout
     assert "Scored 4 images" in done.stdout
-    assert "0 input(s) could not be scored" in done.stdout
+    assert "2 input(s) could not be scored; see " in done.stdout
     header, rows = _read(str(out / "image_scores-*.csv"))
     want_header, want = _read(str(case["reference"] / "image_scores.csv"))
     assert header == want_header
     _assert_rows_equal(rows, want, lambda r: r["id"])
-    assert glob.glob(str(out / "saved_model" / "*" / "saved_model.pb"))
-    # A glob that matches nothing: one error line naming it, exit 1.
+    assert len(read_dead_letters(
+        str(out / "dead_letter-00000-of-00001.csv"))) == 2
+
+
+
+def test_cli_names_a_glob_that_matches_nothing(tmp_path, capsys):
+    """One error line naming the pattern and the fix, exit 1 (in process:
+    the binary's main, before any model is loaded)."""
+    from absl import flags
+    from anogan_tf import beam_score
     missing = str(tmp_path / "none" / "*.png")
-    done = subprocess.run(
-        [os.path.join(VENV_BIN, "anogan-beam-score"),
-         f"--saved_model={case['version_dir']}", f"--inputs={missing}",
-         f"--output_dir={tmp_path / 'none_out'}"],
-        capture_output=True, text=True, timeout=300)
-    assert done.returncode == 1
+    argv = beam_score._parse([
+        "anogan-beam-score", f"--saved_model={tmp_path}",
+        f"--inputs={missing}", f"--output_dir={tmp_path / 'out'}",
+        "--direct_num_workers=2"])
+    try:
+        assert argv[1:] == ["--direct_num_workers=2"]  # Beam's, passed on
+        assert beam_score.main(argv) == 1
+    finally:
+        flags.FLAGS.unparse_flags()
+    err = capsys.readouterr().err
     assert f"anogan-beam-score: error: --inputs {missing!r} matches no " \
-        f"files" in done.stderr
-    assert "Traceback" not in done.stderr
+        f"files" in err
+    assert "quote a glob" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
