@@ -291,7 +291,7 @@ def _map_title(scored: ScoredImages) -> str:
     else:
         title = f"blur(|x - G(z*)|), sigma {scored.map_sigma:g} px"
     if scored.map_norm == "depth":
-        title += ", standardised by depth on normal images"
+        title += ", / p99 of normal images at its depth"
     return title
 
 

@@ -134,9 +134,11 @@ def save_anomaly_map_grid(path: str, images, maps, masks=None,
                           map_title: str = "residual map") -> str:
     """Grid: per image the input and its anomaly map, with the ground-truth
     contour drawn in cyan over both when masks exist; `map_title` names the
-    map (e.g. its smoothing)."""
+    map (e.g. its smoothing) once, above the grid: every row shows the same
+    map, and a per-row copy ran into the image's own title."""
     n = len(images)
     fig, axes = plt.subplots(n, 2, figsize=(6, 2.8 * n), squeeze=False)
+    fig.suptitle(f"right: {map_title}", fontsize=8, y=1.0)
     vmax = float(np.percentile(np.asarray(maps), 99.5)) or 1.0
     for i in range(n):
         img = _gray(images[i])
@@ -148,13 +150,14 @@ def save_anomaly_map_grid(path: str, images, maps, masks=None,
                 a.contour(np.asarray(masks[i], np.float32), levels=[0.5],
                           colors="cyan", linewidths=0.8)
         name = ids[i] if ids is not None else str(i)
-        extra = ""
+        extra = []
         if scores is not None:
-            extra += f"  score={float(scores[i]):.4g}"
+            extra.append(f"score={float(scores[i]):.4g}")
         if labels is not None:
-            extra += "  (anomalous)" if int(labels[i]) else "  (normal)"
-        axes[i, 0].set_title(f"{name}{extra}", fontsize=8, loc="left")
-        axes[i, 1].set_title(map_title, fontsize=8)
+            extra.append("anomalous" if int(labels[i]) else "normal")
+        axes[i, 0].set_title(name, fontsize=8, loc="left")
+        if extra:
+            axes[i, 1].set_title("  ".join(extra), fontsize=8, loc="left")
         for a in axes[i]:
             a.axis("off")
     return _save(fig, path)
