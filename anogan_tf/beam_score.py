@@ -23,6 +23,7 @@ would first try the Prism runner, which downloads a binary at run time).
 Needs the beam extra: pip install -e ".[beam]".
 """
 
+import logging as py_logging
 import os
 import sys
 
@@ -96,6 +97,8 @@ def main(argv):
                          f"(exported first) and --saved_model (an "
                          f"anogan-export SavedModel).\n")
         return 1
+    # Beam logs every bundle and worker channel at INFO; keep its warnings.
+    py_logging.getLogger("apache_beam").setLevel(py_logging.WARNING)
     try:
         from anogan_tf.beam import ScoreJob, expand_inputs, run_beam_score
         from apache_beam.options.pipeline_options import PipelineOptions

@@ -107,33 +107,48 @@ class ExportPlan:
 
 
 def resolve_saved_model(path: str) -> str:
-    """The version dir of `path` (itself, or its highest integer folder)."""
-    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+    """The version dir of `path` (itself, or its highest integer folder).
+
+    Paths go through tf.io.gfile, so gs:// and the other file systems of
+    TensorFlow work as they do for tf.saved_model.load.
+    """
+    import tensorflow as tf
+
+    gfile = tf.io.gfile
+    join = os.path.join if "://" not in path else (
+        lambda *a: "/".join(x.rstrip("/") for x in a))
+    if gfile.exists(join(path, "saved_model.pb")):
         return path
-    versions = (sorted(int(n) for n in os.listdir(path) if n.isdigit() and
-                       os.path.isfile(os.path.join(path, n, "saved_model.pb")))
-                if os.path.isdir(path) else [])
+    names = (gfile.listdir(path) if gfile.isdir(path) else [])
+    versions = sorted(int(n.rstrip("/")) for n in names
+                      if n.rstrip("/").isdigit() and
+                      gfile.exists(join(path, n.rstrip("/"),
+                                        "saved_model.pb")))
     if not versions:
         raise InputError(
             f"--saved_model={path!r} is not a SavedModel (no saved_model.pb) "
             f"nor a folder of numbered versions. Pass what anogan-export "
             f"wrote (<export_dir> or <export_dir>/<version>), or --model_dir "
             f"to export one.")
-    return os.path.join(path, str(versions[-1]))
+    return join(path, str(versions[-1]))
 
 
 def load_export_plan(version_dir: str,
                      model_dir: Optional[str] = None) -> ExportPlan:
     """The export's score_images settings, and detector.json's calibration
     scores when its threshold is the one the export baked in."""
+    import tensorflow as tf
+
     from anogan_tf.export import EXPORT_INFO_FILE
     from anogan_tf.scoring import detector as detector_lib
 
-    info_path = os.path.join(version_dir, EXPORT_INFO_FILE)
+    info_path = (os.path.join(version_dir, EXPORT_INFO_FILE)
+                 if "://" not in version_dir else
+                 version_dir.rstrip("/") + "/" + EXPORT_INFO_FILE)
     try:
-        with open(info_path) as f:
+        with tf.io.gfile.GFile(info_path) as f:
             info = json.load(f)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, tf.errors.OpError) as e:
         raise InputError(f"{info_path} cannot be read ({e}). Export the model "
                          f"with anogan-export.") from e
     plan = info.get("score_images")
