@@ -137,8 +137,9 @@ def save_anomaly_map_grid(path: str, images, maps, masks=None,
     map (e.g. its smoothing) once, above the grid: every row shows the same
     map, and a per-row copy ran into the image's own title."""
     n = len(images)
-    fig, axes = plt.subplots(n, 2, figsize=(6, 2.8 * n), squeeze=False)
-    fig.suptitle(f"right: {map_title}", fontsize=8, y=1.0)
+    fig, axes = plt.subplots(n, 2, figsize=(6, 2.8 * n), squeeze=False,
+                             layout="constrained")
+    fig.suptitle(f"right: {map_title}", fontsize=8)
     vmax = float(np.percentile(np.asarray(maps), 99.5)) or 1.0
     for i in range(n):
         img = _gray(images[i])
