@@ -278,3 +278,30 @@ def test_cli_names_a_glob_that_matches_nothing(tmp_path, capsys):
         f"files" in err
     assert "quote a glob" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_tfrecords_are_scored_and_a_corrupt_tail_is_a_dead_letter(
+        case, cli_run, tmp_path):
+    """The 4 scans as PNG Examples with their ids, then bytes that break the
+    record framing: the 4 records score as anogan-score scored the files,
+    and the corrupt rest of the file is one dead letter naming it."""
+    from anogan_tf.data import write_tfrecord
+    pixels = np.stack([np.asarray(Image.open(case["good"] / f"{i}.png"))
+                       for i in case["ids"]])
+    path = write_tfrecord(str(tmp_path / "scans.tfrecord"), pixels,
+                          ids=case["ids"])
+    with open(path, "ab") as f:
+        f.write(b"\x00" * 20)  # a truncated 5th record
+    out = tmp_path / "out"
+    summary = run_beam_score(
+        ScoreJob(saved_model=str(cli_run[2]),
+                 inputs=(str(tmp_path / "*.tfrecord"),), output_dir=str(out),
+                 max_batch_size=4, model_dir=case["model_dir"]),
+        PipelineOptions(runner="FnApiRunner"))
+    _, rows = _read(str(out / "image_scores-*.csv"))
+    _, want = _read(str(case["reference"] / "image_scores.csv"))
+    _assert_rows_equal(rows, want, lambda r: r["id"])
+    dead = read_dead_letters(summary["dead_letters"])
+    assert len(dead) == 1 and dead[0]["input"] == path
+    assert dead[0]["stage"] == "read"
+    assert f"{path} record 4 is corrupt" in dead[0]["reason"]
