@@ -583,6 +583,17 @@ class ModelDir:
         except FileNotFoundError:
             return None
 
+    def flag_values(self, stage: str = "gan") -> Dict[str, str]:
+        """{name: value} of the stage's `--name=value` lines in flags.cfg
+        ({} when none were written); boolean `--name` lines are skipped."""
+        out = {}
+        for line in (self.read_flags(stage) or "").splitlines():
+            line = line.strip()
+            if line.startswith("--") and "=" in line:
+                name, value = line[2:].split("=", 1)
+                out[name] = value
+        return out
+
     def write_flags(self, flags_text: str, stage: str = "gan") -> str:
         """Writes the stage's resolved flags atomically; returns the path."""
         path = self.flags_path(stage)

@@ -93,6 +93,14 @@ def test_config_flags_and_models_round_trip(tmp_path):
     assert md.read_flags() == "--epochs=3\n" and md.read_flags("encoder") is None
     md.write_flags("--epochs=5\n", "encoder")
     assert md.read_flags("encoder") == "--epochs=5\n"
+    # flag_values parses --name=value lines (values may hold '='), skips
+    # comments and bare boolean flags; no flags.cfg gives {}.
+    md.write_flags("# resolved\n--resize=128,256\n--noroi\n--note=a=b\n"
+                   "  --dataset=synthetic_oct  \n", "encoder")
+    assert md.flag_values("encoder") == {
+        "resize": "128,256", "note": "a=b", "dataset": "synthetic_oct"}
+    assert md.flag_values() == {"epochs": "3"}
+    assert ModelDir(str(tmp_path / "none")).flag_values() == {}
     # The same architecture is accepted again; another is refused.
     md.prepare(MODEL)
     with pytest.raises(ConfigError, match="different architecture"):

@@ -40,6 +40,7 @@ from absl import logging
 from anogan_tf.config import (ConfigError, DataConfig, EvalConfig,
                               MappingConfig, ModelConfig)
 from anogan_tf.export import image_graph, signatures
+from anogan_tf.model_dir import FLAGS_FILE, ModelDir
 from anogan_tf.mapping.latent import MappingParams
 from anogan_tf.models.io import (DISCRIMINATOR_FILE, ENCODER_FILE,
                                  GENERATOR_FILE, load_encoder, load_model_dir)
@@ -73,8 +74,6 @@ WARMUP_BATCH = 2
 # The hidden staging folders inside export_dir (TF Serving ignores them).
 TEMP_PREFIX = ".tmp-anogan-export-"
 _LOCK_FILE = ".lock"
-# The training flags that say how large the full images were (flags.cfg).
-_FLAGS_FILE = "flags.cfg"
 
 _VERSION_RE = re.compile(r"^[0-9]+$")
 
@@ -192,22 +191,6 @@ def _write_info(path: str, model_dir: str, model_config: ModelConfig,
 _MODE_SIGNATURES = {"encoder": "score_fast", "hybrid": "score_hybrid"}
 
 
-def _training_flags(model_dir: str) -> dict:
-    """{name: value} of the model dir's flags.cfg ({} when it has none)."""
-    path = os.path.join(model_dir, _FLAGS_FILE)
-    out = {}
-    try:
-        with open(path) as f:
-            for line in f:
-                line = line.strip()
-                if line.startswith("--") and "=" in line:
-                    name, value = line[2:].split("=", 1)
-                    out[name] = value
-    except OSError:
-        pass
-    return out
-
-
 def _image_size(model_dir: str, data_config: DataConfig,
                 image_shape: Optional[Tuple[int, int]]
                 ) -> Tuple[Tuple[int, int], str]:
@@ -216,14 +199,14 @@ def _image_size(model_dir: str, data_config: DataConfig,
         return (int(image_shape[0]), int(image_shape[1])), "the export"
     if data_config.resize is not None:
         return tuple(data_config.resize), "--resize"
-    trained = _training_flags(model_dir)
+    trained = ModelDir(model_dir).flag_values()
     try:
         if trained.get("resize"):
             h, w = (int(v) for v in trained["resize"].split(","))
-            return (h, w), f"--resize in {_FLAGS_FILE}"
+            return (h, w), f"--resize in {FLAGS_FILE}"
         if trained.get("dataset") == "synthetic_oct":
             return ((int(trained["oct_height"]), int(trained["oct_width"])),
-                    f"--oct_height/--oct_width in {_FLAGS_FILE}")
+                    f"--oct_height/--oct_width in {FLAGS_FILE}")
     except (KeyError, ValueError):
         pass
     p = data_config.effective_patch_size
