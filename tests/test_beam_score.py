@@ -305,3 +305,34 @@ def test_tfrecords_are_scored_and_a_corrupt_tail_is_a_dead_letter(
     assert len(dead) == 1 and dead[0]["input"] == path
     assert dead[0]["stage"] == "read"
     assert f"{path} record 4 is corrupt" in dead[0]["reason"]
+
+
+def test_a_batch_that_fails_in_the_model_is_dead_letters(case, cli_run,
+                                                         tmp_path):
+    """A model error on one image's batch: that image is a dead letter of
+    stage inference with the error, the others are scored."""
+    from anogan_tf.beam import build_pipeline, load_export_plan
+    from anogan_tf.serving.images import read_image
+
+    poison = read_image(str(case["good"] / "scan2.png"), 1, np.float32)
+
+    class Failing(SavedModelHandler):
+        def run_inference(self, batch, model, inference_args=None):
+            if any(np.array_equal(x, poison) for x in batch):
+                raise ValueError("poisoned batch")
+            return super().run_inference(batch, model, inference_args)
+
+    plan = load_export_plan(str(cli_run[2]), case["model_dir"])
+    out = tmp_path / "out"
+    job = ScoreJob(saved_model=plan.version_dir, inputs=(), output_dir=str(out),
+                   max_batch_size=1, model_dir=case["model_dir"])
+    images, _ = expand_inputs([str(case["good"])])
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        build_pipeline(p, job, plan, images, [], "float32",
+                       handler=Failing(plan.version_dir, max_batch_size=1))
+    _, rows = _read(str(out / "image_scores-*.csv"))
+    assert sorted(r["id"] for r in rows) == ["scan0", "scan1", "scan3"]
+    dead = read_dead_letters(str(out / "dead_letter-00000-of-00001.csv"))
+    assert [(d["input"], d["stage"]) for d in dead] == [
+        (str(case["good"] / "scan2.png"), "inference")]
+    assert "ValueError: poisoned batch" in dead[0]["reason"]

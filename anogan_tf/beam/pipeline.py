@@ -443,8 +443,10 @@ def _inference_failures(element):
 
 def build_pipeline(pipeline: beam.Pipeline, job: ScoreJob, plan: ExportPlan,
                    images: Sequence[Tuple[str, str]],
-                   records: Sequence[str], dtype: str) -> None:
-    """Adds the scoring transforms for `job` to `pipeline`."""
+                   records: Sequence[str], dtype: str,
+                   handler: Optional[SavedModelHandler] = None) -> None:
+    """Adds the scoring transforms for `job` to `pipeline` (`handler`:
+    the job's SavedModelHandler unless given)."""
     from anogan_tf.scoring import outputs
 
     num = job.num_shards or max(1, -(-len(images) // 5000))
@@ -462,7 +464,7 @@ def build_pipeline(pipeline: beam.Pipeline, job: ScoreJob, plan: ExportPlan,
                | "Decode" >> beam.ParDo(DecodeFn(plan, dtype))
                .with_outputs(DEAD, main="images"))
     dead.append(decoded[DEAD])
-    handler = SavedModelHandler(
+    handler = handler or SavedModelHandler(
         plan.version_dir, job.signature, min_batch_size=job.min_batch_size,
         max_batch_size=job.max_batch_size, large_model=job.large_model,
         model_copies=job.model_copies)
