@@ -29,7 +29,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
-import numpy as np  # noqa: E402
 
 import _common  # noqa: E402
 
@@ -104,7 +103,7 @@ def main(argv):
                     "equal_to_anogan_score": True})
 
     runs = [("beam FnApiRunner (in process)", 1, [])] + [
-        (f"beam FnApiRunner multi_processing", int(w),
+        ("beam FnApiRunner multi_processing", int(w),
          [f"--direct_num_workers={w}",
           "--direct_running_mode=multi_processing"]) for w in FLAGS.workers]
     for name, workers, args in runs:
