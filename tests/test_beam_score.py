@@ -198,7 +198,9 @@ def test_bad_files_are_dead_letters_with_their_reason(case, beam_run):
     assert summary["num_dead_letters"] == 2
     corrupt = by_name["corrupt.png"]
     assert corrupt["stage"] == "decode"
-    assert "cannot decode image" in corrupt["reason"]
+    assert corrupt["reason"].startswith(
+        f"{corrupt['input']}: cannot decode image (UnidentifiedImageError: "
+        f"cannot identify image file {corrupt['input']!r})")
     assert "--skip_bad_files" not in corrupt["reason"]
     small = by_name["small.png"]
     assert small["stage"] == "size"

@@ -254,6 +254,10 @@ class DecodeFn(beam.DoFn):
         image_id, source = element
         if isinstance(source, tuple):
             name, data = source
+        elif "://" not in source:
+            # A local file: decoded from its path, so the messages are
+            # anogan-score's (Pillow names the file, not a byte buffer).
+            name = data = source
         else:
             name = source
             try:
