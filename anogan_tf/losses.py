@@ -37,6 +37,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 __all__ = [
+    "SCORE_KEYS",
     "residual_loss",
     "squared_residual",
     "feature_matching_loss",
@@ -49,6 +50,11 @@ __all__ = [
     "izif_loss",
     "izif_losses",
 ]
+
+# The names of the three per-input scores these functions give (A(x), R(x),
+# D(x); in encoder mode the izi_f score and its two terms), in the order
+# every mapping output, signature and CSV lists them.
+SCORE_KEYS = ("anomaly_score", "residual_score", "discrimination_score")
 
 
 def _sum_per_sample(t):

@@ -45,6 +45,7 @@ from typing import Callable, Dict, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
+from anogan_tf import losses
 from anogan_tf.config import ConfigError
 from anogan_tf.data.patches import patch_positions
 from anogan_tf.export import roi_graph
@@ -359,8 +360,7 @@ def image_scores(x, plan: ImagePlan,
     if plan.map_reference is not None:
         maps = _standardize(maps, weight, masks, plan.map_reference)
 
-    patch = {k: to_grid(out[k], np.nan) for k in
-             ("anomaly_score", "residual_score", "discrimination_score")}
+    patch = {k: to_grid(out[k], np.nan) for k in losses.SCORE_KEYS}
     patch_how = "max" if plan.aggregate == "map_max" else plan.aggregate
     if plan.aggregate == "map_max":
         image_score = tf.cast(tf.reduce_max(maps, axis=[1, 2]), _F64)

@@ -62,8 +62,7 @@ __all__ = [
 ]
 
 # The outputs of every scoring signature (DESIGN.md, SavedModel contract).
-SCORE_OUTPUT_KEYS = ("anomaly_score", "residual_score", "discrimination_score",
-                     "residual_map", "reconstruction", "latent")
+SCORE_OUTPUT_KEYS = latent.OUTPUT_KEYS
 IMAGES_KEY = "images"
 LATENT_KEY = "latent"
 

@@ -59,8 +59,7 @@ __all__ = [
     "OUTPUT_KEYS",
 ]
 
-OUTPUT_KEYS = ("anomaly_score", "residual_score", "discrimination_score",
-               "residual_map", "reconstruction", "latent")
+OUTPUT_KEYS = losses.SCORE_KEYS + ("residual_map", "reconstruction", "latent")
 
 
 @dataclasses.dataclass(frozen=True)

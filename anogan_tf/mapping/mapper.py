@@ -195,8 +195,7 @@ class LatentMapper:
                 bar.update(done, values=[
                     (rate, done / max(time.perf_counter() - start, 1e-9))])
         elapsed = time.perf_counter() - start
-        keys = ("anomaly_score", "residual_score", "discrimination_score",
-                "mapping_loss", "residual_map", "reconstruction", "latent")
+        keys = latent.OUTPUT_KEYS + ("mapping_loss",)
         if not parts:
             raise ValueError("No images to map: the input is empty.")
         merged = {k: np.concatenate([p[k] for p in parts]) for k in keys}

@@ -16,6 +16,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from anogan_tf.data import stitch_maps
+from anogan_tf.losses import SCORE_KEYS
 from anogan_tf.scoring import reports
 from anogan_tf.scoring.scorer import ScoredImages
 
@@ -100,8 +101,7 @@ def image_columns(labelled: bool, with_categories: bool, with_p_values: bool,
                   with_threshold: bool) -> Tuple[str, ...]:
     """image_scores.csv's columns ("predicted_anomalous" is the older name
     of "is_anomalous", kept for existing readers)."""
-    return (("id", "anomaly_score", "residual_score", "discrimination_score",
-             "num_patches") +
+    return (("id",) + SCORE_KEYS + ("num_patches",) +
             (("label",) if labelled else ()) +
             (("category",) if with_categories else ()) +
             (("predicted_anomalous",) if with_threshold else ()) +

@@ -19,12 +19,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn import metrics as skm  # noqa: E402
 
+from anogan_tf.losses import SCORE_KEYS  # noqa: E402
+
 __all__ = ["SCORE_COLUMNS", "write_csv", "write_json", "plot_roc", "plot_pr",
            "plot_score_hist", "save_overlay", "save_anomaly_map_grid",
            "summary_table"]
 
-SCORE_COLUMNS = ("id", "patch_y", "patch_x", "anomaly_score",
-                 "residual_score", "discrimination_score")
+# scores.csv's contract columns (DESIGN.md).
+SCORE_COLUMNS = ("id", "patch_y", "patch_x") + SCORE_KEYS
 
 
 def _atomic_open(path: str):

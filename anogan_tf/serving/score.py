@@ -8,21 +8,23 @@ another size are refused (anogan-score cuts big images into patches).
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import os
 from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
+from anogan_tf.losses import SCORE_KEYS
+from anogan_tf.scoring.reports import SCORE_COLUMNS, write_csv
 from anogan_tf.serving.clients import PredictClient
 from anogan_tf.serving.images import InputError, list_inputs, read_image
 
 __all__ = ["ClientScores", "SCORE_KEYS", "CSV_COLUMNS", "SCORES_FILE", "score_files",
            "write_scores_csv"]
 
-SCORE_KEYS = ("anomaly_score", "residual_score", "discrimination_score")
-CSV_COLUMNS = ("id", "patch_y", "patch_x") + SCORE_KEYS
+# The three scores and scores.csv's columns: the library's (anogan-score
+# writes the same columns).
+CSV_COLUMNS = SCORE_COLUMNS
 SCORES_FILE = "scores.csv"
 
 
@@ -44,16 +46,13 @@ class ClientScores:
 
 
 def write_scores_csv(path: str, ids: Sequence[str], scores: dict) -> str:
-    """Writes scores.csv (atomically); floats keep float32 precision."""
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(CSV_COLUMNS)
-        for i, image_id in enumerate(ids):
-            writer.writerow([image_id, "", ""] + [
-                f"{float(scores[k][i]):.9g}" for k in SCORE_KEYS])
-    os.replace(tmp, path)
-    return path
+    """Writes scores.csv (atomically) with anogan-score's writer and
+    contract columns; a served image is one model input, so patch_y and
+    patch_x are empty."""
+    rows = [dict({"id": image_id, "patch_y": "", "patch_x": ""},
+                 **{k: float(scores[k][i]) for k in SCORE_KEYS})
+            for i, image_id in enumerate(ids)]
+    return write_csv(path, rows, CSV_COLUMNS)
 
 
 def score_files(client: PredictClient, inputs: Sequence[str],
