@@ -142,7 +142,12 @@ def write_score_files(output_dir: str, scored: ScoredImages, mode: str,
 
 
 def write_maps(output_dir: str, scored: ScoredImages, limit: int = 0) -> int:
-    """Per-image full-resolution maps as .npy and PNG overlays."""
+    """Per-image full-resolution maps as .npy and PNG overlays.
+
+    Each file is written atomically (`reports.atomic_write`): a killed run
+    leaves complete maps and at most `<name>.tmp` files, never a partial
+    file under a final name.
+    """
     map_dir = os.path.join(output_dir, "maps")
     os.makedirs(map_dir, exist_ok=True)
     m = scored.mapping
@@ -152,7 +157,8 @@ def write_maps(output_dir: str, scored: ScoredImages, limit: int = 0) -> int:
         if limit and count >= limit:
             break
         safe = image_id.replace(os.sep, "__").replace("/", "__")
-        np.save(os.path.join(map_dir, f"{safe}.npy"), scored.maps[i])
+        reports.write_npy(os.path.join(map_dir, f"{safe}.npy"),
+                          scored.maps[i])
         if p.patched:
             recon = stitch_reconstruction(scored, i)
         else:

@@ -6,6 +6,7 @@ anomaly_score, residual_score, discrimination_score, then optional extras.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -21,43 +22,70 @@ from sklearn import metrics as skm  # noqa: E402
 
 from anogan_tf.losses import SCORE_KEYS  # noqa: E402
 
-__all__ = ["SCORE_COLUMNS", "write_csv", "write_json", "plot_roc", "plot_pr",
-           "plot_score_hist", "save_overlay", "save_anomaly_map_grid",
-           "summary_table"]
+__all__ = ["SCORE_COLUMNS", "atomic_write", "write_csv", "write_json",
+           "write_npy", "plot_roc", "plot_pr", "plot_score_hist",
+           "save_overlay", "save_anomaly_map_grid", "summary_table"]
 
 # scores.csv's contract columns (DESIGN.md).
 SCORE_COLUMNS = ("id", "patch_y", "patch_x") + SCORE_KEYS
 
 
-def _atomic_open(path: str):
+@contextlib.contextmanager
+def atomic_write(path: str, mode: str = "w"):
+    """Opens `path + ".tmp"` for writing; renames it to `path` on success.
+
+    A reader (or a run killed mid-write, kill -9 included) never finds a
+    partial file under `path`: it holds the previous file or the complete
+    new one. On an error the temp file is removed and the error raised.
+
+    Args:
+      path: The final file name (its folder is created if missing).
+      mode: "w" (text, newline="" for csv) or "wb".
+    """
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    return open(path + ".tmp", "w", newline="")
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, mode, **({} if "b" in mode else {"newline": ""})) as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
 
 
 def write_csv(path: str, rows: Iterable[Dict], columns: Sequence[str]) -> str:
     """Writes rows (dicts) with `columns` first; floats with full precision."""
-    with _atomic_open(path) as f:
+    with atomic_write(path) as f:
         w = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
         w.writeheader()
         for row in rows:
             w.writerow({k: (repr(float(v)) if isinstance(v, (float, np.floating))
                             else v) for k, v in row.items()})
-    os.replace(path + ".tmp", path)
     return path
 
 
 def write_json(path: str, data: Dict) -> str:
-    with _atomic_open(path) as f:
+    with atomic_write(path) as f:
         json.dump(data, f, indent=2, sort_keys=True, allow_nan=True)
         f.write("\n")
-    os.replace(path + ".tmp", path)
+    return path
+
+
+def write_npy(path: str, array) -> str:
+    """np.save, atomically (see `atomic_write`)."""
+    with atomic_write(path, "wb") as f:
+        np.save(f, np.asarray(array), allow_pickle=False)
     return path
 
 
 def _save(fig, path):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        with atomic_write(path, "wb") as f:
+            fig.savefig(f, format=os.path.splitext(path)[1][1:] or "png",
+                        dpi=100, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return path
 
 
