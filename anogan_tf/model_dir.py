@@ -52,6 +52,7 @@ from anogan_tf.config import ConfigError, ModelConfig
 
 __all__ = [
     "ModelDir",
+    "disk_full_errors",
     "StageCheckpoint",
     "STAGES",
     "CONFIG_FILE",
@@ -129,11 +130,56 @@ _OWN_FILES = frozenset(
      for stage in STAGES])
 
 
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _is_disk_full(error: BaseException) -> bool:
+    """An OSError ENOSPC/EDQUOT, or TF's error for one (TF raises its
+    ResourceExhaustedError or another OpError, not OSError)."""
+    if isinstance(error, OSError):
+        return error.errno in _NO_SPACE
+    return (isinstance(error, tf.errors.OpError) and
+            ("No space left on device" in str(error) or
+             "Disk quota exceeded" in str(error)))
+
+
+@contextlib.contextmanager
+def disk_full_errors(folder: str, what: str, flag: str):
+    """Turns a full disk (or quota) while writing into one clear ConfigError.
+
+    Args:
+      folder: The folder being written to, named in the message.
+      what: What was being written, e.g. "the GAN checkpoint".
+      flag: The flag that chose the folder, e.g. "--model_dir".
+
+    Raises:
+      ConfigError: the body failed with ENOSPC/EDQUOT; other errors pass.
+    """
+    try:
+        yield
+    except (OSError, tf.errors.OpError) as e:
+        if not _is_disk_full(e):
+            raise
+        raise ConfigError(
+            f"No space left on device while writing {what} in {folder}. "
+            f"Free space on that file system (or pass a {flag} on another "
+            f"one) and re-run; what was written there before is untouched. "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:300]})") from e
+
+
 def _atomic_write_text(path: str, text: str) -> None:
-    """Writes `path` through a temp file in the same folder and os.replace."""
+    """Writes `path` through a temp file in the same folder and os.replace
+    (a full disk: ConfigError, the temp file removed)."""
     tmp = path + _TMP
-    with open(tmp, "w") as f:
-        f.write(text)
+    try:
+        with disk_full_errors(os.path.dirname(path) or ".",
+                              os.path.basename(path), "--model_dir"):
+            with open(tmp, "w") as f:
+                f.write(text)
+    except ConfigError:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
     os.replace(tmp, path)
 
 
@@ -330,7 +376,9 @@ class StageCheckpoint:
         self.epoch.assign(int(epoch))
         self._record.value = json.loads(json.dumps(dict(record)))
         self._record_read = True
-        path = self.manager.save(checkpoint_number=int(epoch))
+        with disk_full_errors(self.directory, f"checkpoint {int(epoch)}",
+                              "--model_dir"):
+            path = self.manager.save(checkpoint_number=int(epoch))
         _atomic_write_json(self.state_path, {
             "epoch": int(epoch), "checkpoint": os.path.basename(path),
             **self._record.value})
@@ -636,7 +684,14 @@ class ModelDir:
         path. Readers see the old file or the new one, never a part."""
         path = self.model_path(role)
         tmp = _keras_temp_path(path)
-        model.save(tmp)
+        try:
+            with disk_full_errors(self.path, os.path.basename(path),
+                                  "--model_dir"):
+                model.save(tmp)
+        except ConfigError:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise
         os.replace(tmp, path)
         return path
 

@@ -40,7 +40,7 @@ from absl import logging
 from anogan_tf.config import (ConfigError, DataConfig, EvalConfig,
                               MappingConfig, ModelConfig)
 from anogan_tf.export import image_graph, signatures
-from anogan_tf.model_dir import FLAGS_FILE, ModelDir
+from anogan_tf.model_dir import FLAGS_FILE, ModelDir, disk_full_errors
 from anogan_tf.mapping.latent import MappingParams
 from anogan_tf.models.io import (DISCRIMINATOR_FILE, ENCODER_FILE,
                                  GENERATOR_FILE, load_encoder, load_model_dir)
@@ -376,8 +376,9 @@ def export_model(model_dir: str, export_dir: str,
     Raises:
       ConfigError: the model dir is missing or corrupt, `export_dir` is a
         file (or inside one) or cannot be created, the version exists
-        already or is negative, the mapping mode needs an encoder, or the
-        score_images settings do not fit the image size.
+        already or is negative, the mapping mode needs an encoder, the
+        score_images settings do not fit the image size, or the disk is
+        full (the message names `export_dir`; no partial version is left).
     """
     run_start = time.time()
     if version < 0:
@@ -451,14 +452,21 @@ def export_model(model_dir: str, export_dir: str,
     # A hidden temp folder on the same file system, so the rename is atomic
     # and TF Serving never sees (or loads) a partial version. Its lock tells
     # a later export whether this one is still running.
-    tmp_dir = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=export_dir)
+    # A full disk is one ConfigError naming export_dir; the temp folder
+    # goes, the versions exported before stay as they were.
+    with disk_full_errors(export_dir, f"version {version}", "--export_dir"):
+        tmp_dir = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=export_dir)
     lock_fd = _lock(os.path.join(tmp_dir, _LOCK_FILE))
     try:
         staged = os.path.join(tmp_dir, str(version))
-        archive.write_out(staged, verbose=False)
-        _write_warmup(os.path.join(staged, WARMUP_FILE), model_config, plan)
-        _write_info(os.path.join(staged, EXPORT_INFO_FILE), model_dir,
-                    model_config, mapping_config, version, functions, plan)
+        with disk_full_errors(export_dir, f"version {version}",
+                              "--export_dir"):
+            archive.write_out(staged, verbose=False)
+            _write_warmup(os.path.join(staged, WARMUP_FILE), model_config,
+                          plan)
+            _write_info(os.path.join(staged, EXPORT_INFO_FILE), model_dir,
+                        model_config, mapping_config, version, functions,
+                        plan)
         if os.path.exists(final_dir):  # another export won the race
             raise ConfigError(
                 f"{final_dir} appeared while exporting; it is left untouched. "
