@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import math
 import os
@@ -21,6 +22,7 @@ import numpy as np  # noqa: E402
 from sklearn import metrics as skm  # noqa: E402
 
 from anogan_tf.losses import SCORE_KEYS  # noqa: E402
+from anogan_tf.model_dir import disk_full_errors  # noqa: E402
 
 __all__ = ["SCORE_COLUMNS", "atomic_write", "write_csv", "write_json",
            "write_npy", "plot_roc", "plot_pr", "plot_score_hist",
@@ -41,12 +43,18 @@ def atomic_write(path: str, mode: str = "w"):
     Args:
       path: The final file name (its folder is created if missing).
       mode: "w" (text, newline="" for csv) or "wb".
+
+    Raises:
+      ConfigError: the disk is full (the message names the folder).
     """
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    folder = os.path.dirname(os.path.abspath(path))
     tmp = path + ".tmp"
     try:
-        with open(tmp, mode, **({} if "b" in mode else {"newline": ""})) as f:
-            yield f
+        with disk_full_errors(folder, os.path.basename(path), "--output_dir"):
+            os.makedirs(folder, exist_ok=True)
+            with open(tmp, mode,
+                      **({} if "b" in mode else {"newline": ""})) as f:
+                yield f
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -74,8 +82,12 @@ def write_json(path: str, data: Dict) -> str:
 
 def write_npy(path: str, array) -> str:
     """np.save, atomically (see `atomic_write`)."""
+    # Through a buffer: NumPy's own file write reports a full disk as a
+    # short write without errno ("65536 requested and 16352 written").
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array), allow_pickle=False)
     with atomic_write(path, "wb") as f:
-        np.save(f, np.asarray(array), allow_pickle=False)
+        f.write(buffer.getbuffer())
     return path
 
 

@@ -10,7 +10,10 @@ rest, and then:
 - checkpoints epoch 2 of a training state there (`StageCheckpoint.save`,
   what anogan-train calls after each epoch, and whose ConfigError the
   binary reports as its one error line): a ConfigError naming the folder,
-  and epoch 1 still restores.
+  and epoch 1 still restores;
+- rewrites a scores.csv and a map there (`reports.write_csv`/`write_npy`,
+  anogan-score's and anogan-evaluate's writers): a ConfigError naming the
+  folder and --output_dir, the earlier files unchanged, no temp file.
 """
 
 import os
@@ -28,6 +31,7 @@ import serving_server  # noqa: E402
 from anogan_tf.config import ConfigError, MappingConfig  # noqa: E402
 from anogan_tf.export import exporter  # noqa: E402
 from anogan_tf.model_dir import ModelDir  # noqa: E402
+from anogan_tf.scoring import reports  # noqa: E402
 
 SIZE = "3m"      # a version of the tiny model takes about 1.6 MB
 LEFT = 64 << 10  # bytes left free after filling
@@ -73,6 +77,15 @@ def test_full_disk_fails_clearly_and_keeps_the_previous_files(tmp_path):
         os.makedirs(md.path)
         _, checkpoint = _checkpoint(md, 1.0)
         checkpoint.save(1, {"epoch": 1})
+        out = os.path.join(small, "out")
+        columns = ("id", "anomaly_score")
+        csv_path = reports.write_csv(os.path.join(out, "scores.csv"),
+                                     [{"id": "a", "anomaly_score": 1.5}],
+                                     columns)
+        npy_path = reports.write_npy(os.path.join(out, "maps", "a.npy"),
+                                     np.ones([4, 4], np.float32))
+        with open(csv_path) as f:
+            csv_before = f.read()
         _fill(small)
 
         done = subprocess.run(
@@ -109,5 +122,22 @@ def test_full_disk_fails_clearly_and_keeps_the_previous_files(tmp_path):
         restored, checkpoint = _checkpoint(md, 0.0)
         assert checkpoint.restore() == 1
         np.testing.assert_array_equal(restored.numpy(), np.ones([1 << 16]))
+
+        # anogan-score's writers: the same error, the old files kept.
+        rows = [{"id": f"img{i:06d}", "anomaly_score": float(i)}
+                for i in range(2 * LEFT // 16)]
+        with pytest.raises(ConfigError) as raised:
+            reports.write_csv(csv_path, rows, columns)
+        for part in ("No space left on device", out, "scores.csv",
+                     "--output_dir"):
+            assert part in str(raised.value), (part, str(raised.value))
+        with pytest.raises(ConfigError, match="No space left on device"):
+            reports.write_npy(npy_path, np.zeros([256, 256], np.float32))
+        with open(csv_path) as f:
+            assert f.read() == csv_before
+        np.testing.assert_array_equal(np.load(npy_path, allow_pickle=False),
+                                      np.ones([4, 4]))
+        assert [name for _, _, files in os.walk(out) for name in files
+                if name.endswith(".tmp")] == []
     finally:
         subprocess.run(["umount", "-l", small], check=False)
