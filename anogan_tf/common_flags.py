@@ -367,6 +367,45 @@ flags.DEFINE_integer("report_max_images", 0,
                      "(images with regions first; 0: every image).")
 
 
+def _no_empty_paths(name: str) -> None:
+    """--inputs/--calibration_data, when given, must name paths: an empty
+    value (`--inputs=`, or `a,,b`) would silently fall back to the dataset
+    flags or name no file."""
+    def valid(paths) -> bool:
+        return paths is None or (len(paths) > 0 and all(p.strip()
+                                                        for p in paths))
+    flags.register_validator(
+        name, valid,
+        message=f"--{name} names no path or an empty one (a stray comma?). "
+                f"Pass comma-separated files or folders, e.g. "
+                f"--{name}=scans/,extra.png, or leave the flag out.")
+
+
+_no_empty_paths("inputs")
+_no_empty_paths("calibration_data")
+
+
+def _output_dir(name: str = "output_dir") -> Optional[str]:
+    """The --output_dir value, refused if it is an existing file (checked
+    before any work, so nothing runs only to fail at the first write)."""
+    path = FLAGS[name].value
+    if path and os.path.exists(path) and not os.path.isdir(path):
+        raise config_lib.ConfigError(
+            f"--{name}={path} is an existing file, not a folder. Pass a "
+            f"folder path (it is created if missing), or move the file.")
+    return path
+
+
+def _patch_flags() -> Tuple[int, int]:
+    """(--patch_size, --patch_stride), refused when negative (0: default)."""
+    for name in ("patch_size", "patch_stride"):
+        if FLAGS[name].value < 0:
+            raise config_lib.ConfigError(
+                f"--{name} must be >= 0 (0: the default), got "
+                f"{FLAGS[name].value}. Pass e.g. --{name}=0.")
+    return FLAGS.patch_size, FLAGS.patch_stride
+
+
 def _resize() -> Optional[Tuple[int, int]]:
     if not FLAGS.resize:
         return None
@@ -381,12 +420,13 @@ def _resize() -> Optional[Tuple[int, int]]:
 def data_config_from_flags(image_size: Optional[int] = None,
                            channels: Optional[int] = None) -> config_lib.DataConfig:
     """DataConfig from flags; image_size/channels may come from the model."""
+    patch_size, patch_stride = _patch_flags()
     return config_lib.DataConfig(
         dataset=FLAGS.dataset, data_path=FLAGS.data_path,
         channels=channels or FLAGS.channels,
         image_size=image_size or FLAGS.image_size,
-        patch_size=FLAGS.patch_size, patch_stride=FLAGS.patch_stride,
-        roi=FLAGS.roi, roi_min_coverage=FLAGS.roi_min_coverage,
+        patch_size=patch_size, patch_stride=patch_stride, roi=FLAGS.roi,
+        roi_min_coverage=FLAGS.roi_min_coverage,
         max_patches_per_image=FLAGS.max_patches_per_image,
         resize=_resize(), normal_class=FLAGS.normal_class,
         skip_bad_files=FLAGS.skip_bad_files, seed=FLAGS.seed,
@@ -453,7 +493,7 @@ def mapping_config_from_flags() -> config_lib.MappingConfig:
 
 def eval_config_from_flags() -> config_lib.EvalConfig:
     return config_lib.EvalConfig(
-        output_dir=FLAGS.output_dir, aggregate=FLAGS.aggregate,
+        output_dir=_output_dir(), aggregate=FLAGS.aggregate,
         topk=FLAGS.topk, threshold_rule=FLAGS.threshold_rule,
         threshold_percentile=FLAGS.threshold_percentile,
         num_test=FLAGS.num_test,
@@ -662,7 +702,7 @@ def discovery_config_from_flags():
     """
     from anogan_tf.markers.pipeline import DiscoveryConfig
     return DiscoveryConfig(
-        output_dir=FLAGS.output_dir, region_threshold=FLAGS.region_threshold,
+        output_dir=_output_dir(), region_threshold=FLAGS.region_threshold,
         target_pixel_fpr=FLAGS.target_pixel_fpr,
         target_region_fpr=FLAGS.target_region_fpr,
         min_region_area=FLAGS.min_region_area,

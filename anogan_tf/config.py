@@ -346,11 +346,14 @@ class MappingConfig:
 
     def __post_init__(self):
         if self.steps < 0:
-            raise ConfigError(f"mapping steps must be >= 0, got {self.steps}.")
+            raise ConfigError(
+                f"--mapping_steps must be >= 0 (and >= 1 unless "
+                f"--mode=encoder), got {self.steps}. Pass e.g. "
+                f"--mapping_steps=500 (the paper).")
         if not 0.0 <= self.lambda_weight <= 1.0:
             raise ConfigError(
-                f"lambda_weight must lie in [0, 1] (the paper: 0.1), got "
-                f"{self.lambda_weight}.")
+                f"--lambda_weight must lie in [0, 1] (the paper: 0.1), got "
+                f"{self.lambda_weight}. Pass e.g. --lambda_weight=0.1.")
         if self.batch_size < 1:
             raise ConfigError(
                 f"mapping_batch_size must be >= 1, got {self.batch_size}.")
@@ -465,7 +468,9 @@ class EvalConfig:
                 f"normal calibration images' maps at the same depth.")
         if not 0.0 <= self.target_fpr < 1.0:
             raise ConfigError(
-                f"target_fpr must be in [0, 1) (0: off), got {self.target_fpr}.")
+                f"--target_fpr must be in [0, 1) (0: off), got "
+                f"{self.target_fpr}. Pass a false-positive rate, e.g. "
+                f"--target_fpr=0.05.")
         if self.aggregate not in ("max", "mean", "topk_mean", "map_max"):
             raise ConfigError(
                 f"aggregate must be max|mean|topk_mean|map_max, got "

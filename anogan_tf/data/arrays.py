@@ -68,13 +68,16 @@ def images_from_array(array: np.ndarray, name: str) -> np.ndarray:
     if array.ndim != 4 or array.shape[-1] not in (1, 3, 4):
         raise DataError(
             f"{name} must be [N, H, W] (grayscale) or [N, H, W, C] with C in "
-            f"1, 3 (4: alpha is dropped), got shape {array.shape}.")
+            f"1, 3 (4: alpha is dropped), got shape {array.shape}. Re-save "
+            f"the images stacked along a first axis, e.g. `arr[None]` for one "
+            f"[H, W] image.")
     if array.shape[0] == 0:
-        raise DataError(f"{name} holds no images (shape {array.shape}).")
+        raise DataError(f"{name} holds no images (shape {array.shape}). "
+                        f"Save at least one image in it.")
     if array.shape[1] == 0 or array.shape[2] == 0:
         raise DataError(
             f"{name} has empty images (shape {array.shape}): height and width "
-            f"must be at least 1.")
+            f"must be at least 1. Re-save it with the images' pixels.")
     array = array[..., :3]
     dtype = array.dtype
     if dtype == np.uint8:
@@ -221,7 +224,8 @@ def read_array_file(path: str) -> Dict[str, Optional[np.ndarray]]:
                 np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
             raise DataError(
                 f"{name} must be integers of shape ({n},) (one per image), "
-                f"got shape {labels.shape} dtype {labels.dtype}.")
+                f"got shape {labels.shape} dtype {labels.dtype}. Save one "
+                f"0/1 label per image, e.g. `labels=np.zeros({n}, int)`.")
         if not np.isin(labels, (0, 1)).all():
             raise DataError(
                 f"{name} must hold 0 (normal) or 1 (anomalous), found "
@@ -236,7 +240,8 @@ def read_array_file(path: str) -> Dict[str, Optional[np.ndarray]]:
         if masks.shape != images.shape[:3]:
             raise DataError(
                 f"{name} must have shape {images.shape[:3]} (one [H, W] mask "
-                f"per image), got {masks.shape}.")
+                f"per image), got {masks.shape}. Save masks of the images' "
+                f"height and width, one per image.")
         if not (np.issubdtype(masks.dtype, np.integer) or masks.dtype == bool
                 or np.issubdtype(masks.dtype, np.floating)):
             raise DataError(

@@ -21,6 +21,7 @@ from anogan_tf.data.intensity import normalize_intensity
 
 __all__ = ["load_inputs", "IMAGE_EXTENSIONS"]
 
+_TFRECORD = (".tfrecord", ".tfrec", ".tfrecords")
 
 
 def _concat(sets: Sequence[ImageSet]) -> ImageSet:
@@ -62,21 +63,28 @@ def load_inputs(inputs: Optional[Sequence[str]],
         return load_images(data_config, "test")
     sets, files = [], []
     for path in inputs:
+        is_glob = path.endswith(_TFRECORD) and any(c in path for c in "*?[")
+        if not path.strip():
+            raise DataError(
+                f"--inputs holds an empty path ({list(inputs)!r}; a stray "
+                f"comma?). Pass comma-separated image files or folders.")
+        if not is_glob and not os.path.exists(path):
+            raise DataError(f"Input {path!r} does not exist. Pass existing "
+                            f"image files or folders to --inputs.")
         if os.path.isdir(path):
             sets.append(_load_input(data_config, "folder", path))
         elif path.endswith((".npy", ".npz")):
             sets.append(_load_input(data_config, "npy", path))
-        elif path.endswith((".tfrecord", ".tfrec", ".tfrecords")):
+        elif path.endswith(_TFRECORD):
             sets.append(_load_input(data_config, "tfrecord", path))
         elif os.path.isfile(path) and path.lower().endswith(IMAGE_EXTENSIONS):
             files.append(path)
-        elif not os.path.exists(path):
-            raise DataError(f"Input {path!r} does not exist. Pass existing "
-                            f"image files or folders to --inputs.")
         else:
             raise DataError(
                 f"Input {path!r} is not a folder, an image "
-                f"({', '.join(IMAGE_EXTENSIONS)}), .npy/.npz or .tfrecord.")
+                f"({', '.join(IMAGE_EXTENSIONS)}), .npy/.npz or .tfrecord. "
+                f"Pass only such files or folders to --inputs (or rename "
+                f"the file to its format's extension).")
     if files:
         decoded = decode_many(files, files, data_config.channels,
                               resize=data_config.resize)
@@ -89,11 +97,16 @@ def load_inputs(inputs: Optional[Sequence[str]],
         if bad:
             logging.warning("Skipped %d unreadable file(s).", len(bad))
         if good:
-            shapes = {d.image.shape for _, d in good}
-            if len(shapes) > 1:
-                raise DataError(
-                    f"The input images have different sizes {sorted(shapes)}; "
-                    f"pass --resize=H,W.")
+            first, first_image = good[0]
+            for f, d in good[1:]:
+                if d.image.shape != first_image.image.shape:
+                    (h0, w0), (h1, w1) = (first_image.image.shape[:2],
+                                          d.image.shape[:2])
+                    raise DataError(
+                        f"The input images have different sizes: {first} is "
+                        f"{h0}x{w0} but {f} is {h1}x{w1}. Pass --resize=H,W "
+                        f"(e.g. --resize={h0},{w0}) to resize every image to "
+                        f"one size.")
             ids = tuple(os.path.splitext(os.path.basename(f))[0] for f, _ in good)
             # Folders and arrays are normalised by load_images; files here.
             sets.append(normalize_intensity(ImageSet(
