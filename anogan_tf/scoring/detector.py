@@ -36,6 +36,7 @@ import numpy as np
 
 from anogan_tf.config import (ConfigError, DataConfig, EvalConfig,
                               MappingConfig)
+from anogan_tf.model_dir import DETECTOR_FILE
 from anogan_tf.scoring.map_reference import MapReference
 
 __all__ = ["DETECTOR_FILE", "DETECTOR_VERSION", "PatchSettings",
@@ -43,7 +44,6 @@ __all__ = ["DETECTOR_FILE", "DETECTOR_VERSION", "PatchSettings",
            "save_detector", "load_detector", "resolve_configs",
            "scale_differences", "carry_threshold", "SETTING_KEYS"]
 
-DETECTOR_FILE = "detector.json"
 DETECTOR_VERSION = 1
 
 
